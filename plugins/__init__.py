@@ -1,0 +1,1 @@
+"""sparsekit's built-in plugins, registered through the ``sparsekit`` entry-point group."""

@@ -1,0 +1,27 @@
+"""Built-in data sets: ``shapes``, ``digits`` (generated) and ``nyuv2``, ``celeba_mask_hq``."""
+
+from __future__ import annotations
+
+from sparsekit_plugins.datasets.celeba import CelebAMaskHQProvider
+from sparsekit_plugins.datasets.digits import DigitsProvider
+from sparsekit_plugins.datasets.nyuv2 import NYUv2Provider
+from sparsekit_plugins.datasets.shapes import ShapesProvider
+
+from sparsekit.hookspecs import Register, hookimpl
+
+__all__ = [
+    "CelebAMaskHQProvider",
+    "DigitsProvider",
+    "NYUv2Provider",
+    "ShapesProvider",
+    "sparsekit_register_datasets",
+]
+
+
+@hookimpl
+def sparsekit_register_datasets(register: Register) -> None:
+    """Register the four built-in data set providers."""
+    register(ShapesProvider)
+    register(DigitsProvider)
+    register(NYUv2Provider)
+    register(CelebAMaskHQProvider)

@@ -1,0 +1,97 @@
+"""The ``sparsekit`` command line: parses, calls the API, prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sparsekit.config import ConfigError
+from sparsekit.plugins import PluginError
+
+
+def _progress_bar(total: int):  # noqa: ANN202 - returns (callback, bar)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+
+    def on_step(info) -> None:  # noqa: ANN001
+        postfix = {"loss": f"{info.loss:.3f}", "λ": f"{info.lam:.3g}"}
+        if info.group_sparsity is not None:
+            postfix["group sp."] = f"{100 * info.group_sparsity:.1f}%"
+            postfix["param sp."] = f"{100 * info.parameter_sparsity:.1f}%"
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(info.step - bar.n)
+
+    return on_step, bar
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sparsekit.engine.experiment import Experiment
+    from sparsekit.reporting.tables import results_table
+
+    overrides = list(args.set or [])
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    experiment = Experiment.from_yaml(args.config, overrides)
+    if experiment.config.run_dir is None:
+        experiment = Experiment(experiment.config, run_dir=Path("runs") / Path(args.config).stem)
+    on_step, bar = _progress_bar(experiment.config.steps)
+    try:
+        result = experiment.run(on_step=on_step)
+    finally:
+        bar.close()
+    print(results_table([(Path(args.config).stem, result)]))
+    print(f"run directory: {experiment.config.run_dir}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from sparsekit.plugins import list_plugins
+
+    rows = list_plugins(args.kind)
+    width = max((len(r.kind) for r in rows), default=4)
+    for row in rows:
+        print(f"{row.kind:<{width}}  {row.name:<20}  {row.distribution} {row.version}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sparsekit.reporting.result import Result
+    from sparsekit.reporting.tables import results_table
+
+    rows = [(Path(d).name, Result.load(d, with_model=False)) for d in args.run_dirs]
+    print(results_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsekit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment from a YAML config")
+    run.add_argument("config", help="YAML file of ExperimentConfig fields")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a config field (dotted keys for nested fields); repeatable")
+    run.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
+    run.set_defaults(func=cmd_run)
+    plugins = sub.add_parser("plugins", help="list the registered plugins")
+    plugins.add_argument("--kind", help="only this kind (penalty, learner, ...)")
+    plugins.set_defaults(func=cmd_plugins)
+    report = sub.add_parser("report", help="metrics table of one or more run directories")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, PluginError, FileNotFoundError) as exc:
+        print(f"sparsekit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

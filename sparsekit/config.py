@@ -1,0 +1,183 @@
+"""Typed configuration: experiments, component specs and optimisers (pydantic v2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerConfig(StrictModel):
+    """The optimiser and its proximal step.
+
+    ``adam_prox`` (default): an Adam step on all parameters, then the penalty's plain proximal step
+    with threshold ``lr·λ`` on the penalised backbone weights. ``sgd_prox``: proximal SGD (SGD with
+    momentum, then the same proximal step). ``proxssi``: the Adam-preconditioned proximal step of
+    Deleu & Bengio 2021, whose threshold is measured in the metric D = √v̂ + ε, so its λ is on a
+    different scale from the other two.
+    """
+
+    name: Literal["adam_prox", "sgd_prox", "proxssi"] = "adam_prox"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+
+
+ComponentSpec = Any
+"""A component given as a registry name, a ``{"name": ..., **params}`` dict, or an instance."""
+
+
+def _normalise_spec(value: Any) -> Any:
+    if value is None or hasattr(value, "spec"):
+        return value
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict):
+        if "name" not in value or not isinstance(value["name"], str):
+            raise ValueError(f"a component dict needs a string 'name' key, got {value!r}")
+        return dict(value)
+    raise ValueError(f"a component is a name, a {{'name': ...}} dict or an instance, got {value!r}")
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment: data, tasks, model, sparsity, learner and training budget.
+
+    Component fields (``dataset``, ``model``, ``penalty``, ``learner``, ``loss_combiner``) accept a
+    registry name, a ``{"name": ..., **params}`` dict, or a component instance.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_default=True)
+
+    dataset: ComponentSpec = "shapes"
+    tasks: list[str] | None = None
+    model: ComponentSpec = "small_resnet"
+    penalty: ComponentSpec | None = "group_lasso"
+    lam: float = Field(1e-4, ge=0, description="penalty strength λ (≥ 0)")
+    learner: ComponentSpec = "mtl"
+    loss_combiner: ComponentSpec = "uncertainty"
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    steps: int = Field(600, gt=0, description="optimiser steps (meta-steps for meta-learners)")
+    batch_size: int = Field(32, gt=0)
+    eval_every: int = Field(50, gt=0, description="steps between validation evaluations")
+    patience: int | None = Field(
+        None, gt=0, description="evaluations without validation improvement before stopping"
+    )
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = Field(False, description="mixed precision (CUDA only)")
+    pin_memory: bool | Literal["auto"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    run_dir: Path | None = None
+
+    @field_validator("dataset", "model", "penalty", "learner", "loss_combiner", mode="before")
+    @classmethod
+    def _component(cls, value: Any) -> Any:
+        return _normalise_spec(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value != "auto" and value.split(":")[0] not in {"cpu", "cuda", "mps"}:
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {value!r}")
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"tasks must be a non-empty list without repeats, got {value!r}")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML-safe dict (component instances become their ``spec()``)."""
+        data = self.model_dump(mode="json", exclude={"dataset", "model", "penalty", "learner",
+                                                     "loss_combiner"})
+        for key in ("dataset", "model", "penalty", "learner", "loss_combiner"):
+            value = getattr(self, key)
+            data[key] = value.spec() if hasattr(value, "spec") else value
+        return data
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be read or is invalid; the message names the culprit."""
+
+
+def describe_validation_error(error: ValidationError, model: type[BaseModel]) -> str:
+    """One readable line per problem, naming the offending key."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "<config>"
+        if item["type"] == "extra_forbidden":
+            valid = ", ".join(model.model_fields) if len(item["loc"]) == 1 else "see the docs"
+            lines.append(f"unknown config key {where!r} (valid keys: {valid})")
+        else:
+            lines.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
+    return "; ".join(lines)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["optimizer.lr=0.01", "tasks=[depth, edges]"]`` → a nested dict (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"an override is key=value, got {pair!r}")
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return result
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, recursively for nested dicts."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; unreadable or malformed files raise :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def build_config(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate a dict into an :class:`ExperimentConfig`, with readable errors."""
+    try:
+        return ExperimentConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, ExperimentConfig)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """An experiment config from a YAML file, with ``key=value`` overrides applied."""
+    data = deep_merge(read_yaml(path), parse_overrides(overrides or []))
+    return build_config(data)

@@ -1,0 +1,54 @@
+"""The base every component class derives from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ComponentConfig(BaseModel):
+    """Base for component configs: unknown keys are errors and configs are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component:
+    """A configurable plugin component.
+
+    Subclasses set ``name`` (the registry name) and ``Config`` (a :class:`ComponentConfig`
+    subclass). Instances are built from a validated config: ``Cls(Config(...))`` or ``Cls(**params)``.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+
+    def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise TypeError(f"{type(self).__name__}: pass either a config or keyword parameters")
+        if config is None:
+            config = self.Config(**params)
+        elif not isinstance(config, self.Config):
+            raise TypeError(
+                f"{type(self).__name__} expects a {self.Config.__name__}, got {type(config).__name__}"
+            )
+        self.config = config
+
+    @classmethod
+    def example_params(cls, workdir: Path) -> dict[str, Any]:
+        """Parameters that make a small working instance, for the contract test suite.
+
+        The default is the Config's defaults. A component with required parameters (a data set
+        root, say) overrides this, and may write what it needs (e.g. a tiny data set in its
+        on-disk layout) under ``workdir``.
+        """
+        return {}
+
+    def spec(self) -> dict[str, Any]:
+        """The ``{"name": ..., **params}`` dict that recreates this component."""
+        return {"name": self.name, **self.config.model_dump(mode="json")}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({params})"

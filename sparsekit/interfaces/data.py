@@ -1,0 +1,44 @@
+"""Multi-task data sets."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from torch.utils.data import Dataset
+
+from sparsekit.interfaces.base import Component
+
+if TYPE_CHECKING:
+    from sparsekit.tasks import Task
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetProvider(Component):
+    """Provides disjoint train/val/test splits of ``(image, {task: target})`` pairs."""
+
+    #: Channels of the input images.
+    in_channels: int = 3
+
+    @abstractmethod
+    def tasks(self) -> list[Task]:
+        """Every task this data set provides, in its canonical order."""
+
+    @abstractmethod
+    def load(self, split: str, tasks: Sequence[str]) -> Dataset:
+        """The ``split`` (one of ``train``, ``val``, ``test``) with targets for ``tasks`` only."""
+
+    def select_tasks(self, names: Sequence[str] | None) -> list[Task]:
+        """The tasks named (all when ``names`` is None); an unknown name is a clear error."""
+        available = {t.name: t for t in self.tasks()}
+        if names is None:
+            return list(available.values())
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise ValueError(
+                f"data set {self.name!r} has no task {', '.join(map(repr, unknown))}; "
+                f"it has: {', '.join(available)}"
+            )
+        return [available[n] for n in names]

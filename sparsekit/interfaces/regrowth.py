@@ -1,0 +1,37 @@
+"""Regrowth policies: which zeroed channel groups of the backbone come back, and how."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from sparsekit.interfaces.base import Component
+
+
+class RegrowthPolicy(Component):
+    """Chooses zeroed input-channel groups of backbone conv weights to re-initialise.
+
+    Only groups that are entirely zero may change; every other weight is left untouched.
+    """
+
+    @abstractmethod
+    def regrow(
+        self,
+        weights: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor] | None,
+        generator: torch.Generator,
+    ) -> dict[str, Tensor]:
+        """Re-initialise some zeroed groups of ``weights`` in place (under ``no_grad``).
+
+        Args:
+            weights: backbone conv weights ``[C_out, C_in, k_h, k_w]`` by name.
+            grads: the loss gradient of each weight, for policies that rank groups by it (None
+                when unavailable).
+            generator: the source of randomness, so regrowth is reproducible under a seed.
+
+        Returns:
+            For every weight, a bool mask ``[C_in]`` of the groups regrown.
+        """

@@ -1,0 +1,110 @@
+"""Experiment results: what a run measured, saved to and reloaded from a run directory."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+RESULT_FILE = "result.json"
+CHECKPOINT_FILE = "model.pt"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class Result:
+    """The outcome of one experiment.
+
+    Attributes:
+        config: the resolved experiment config (plain dict).
+        tasks: the trained tasks, in order.
+        metrics: test-split metrics of the final model, ``{task: {metric: value}}``.
+        metric_directions: ``{task: {metric: higher_is_better}}``.
+        sparsity: ``{"group": g, "parameter": p}`` of the backbone, fractions in [0, 1].
+        layers: per backbone conv layer: name, input channels, active before and after training.
+        profile: sparsity and losses over training (one row per evaluation).
+        lam_history: λ after every (meta-)step, for learners that learn it.
+        timings: wall-clock seconds of set-up, training, testing and in total.
+        model: the trained network (None when loaded without weights).
+    """
+
+    config: dict[str, Any]
+    tasks: list[str]
+    metrics: dict[str, dict[str, float]]
+    metric_directions: dict[str, dict[str, bool]]
+    sparsity: dict[str, float]
+    layers: list[dict[str, Any]]
+    profile: list[dict[str, float]]
+    timings: dict[str, float]
+    lam_history: list[float] = field(default_factory=list)
+    best_step: int = 0
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False)
+    combiner: nn.Module | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the modules, JSON-ready."""
+        return {
+            "config": self.config, "tasks": self.tasks, "metrics": self.metrics,
+            "metric_directions": self.metric_directions, "sparsity": self.sparsity,
+            "layers": self.layers, "profile": self.profile, "timings": self.timings,
+            "lam_history": self.lam_history, "best_step": self.best_step,
+            "stopped_early": self.stopped_early, "extra": self.extra,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write config, results, checkpoint and plots into ``directory``."""
+        from sparsekit.reporting.plots import plot_layer_channels, plot_sparsity_profile
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(yaml.safe_dump(self.config, sort_keys=False))
+        (directory / RESULT_FILE).write_text(json.dumps(self.to_dict(), indent=2))
+        if self.model is not None:
+            state = {"model": self.model.state_dict()}
+            if self.combiner is not None:
+                state["combiner"] = self.combiner.state_dict()
+            torch.save(state, directory / CHECKPOINT_FILE)
+        if self.profile:
+            plot_sparsity_profile(self.profile, directory / "sparsity_profile.png")
+        if self.layers:
+            plot_layer_channels(self.layers, directory / "active_channels.png")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, with_model: bool = True) -> Result:
+        """Reload a saved result; with ``with_model`` the network is rebuilt and its weights loaded.
+
+        Raises:
+            FileNotFoundError: ``directory`` holds no saved result.
+        """
+        directory = Path(directory)
+        path = directory / RESULT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no sparsekit result in {str(directory)!r} (missing {RESULT_FILE})")
+        data = json.loads(path.read_text())
+        result = cls(**data)
+        if with_model and (directory / CHECKPOINT_FILE).is_file():
+            result.model, result.combiner = _rebuild(result, directory / CHECKPOINT_FILE)
+        return result
+
+
+def _rebuild(result: Result, checkpoint: Path) -> tuple[nn.Module, nn.Module]:
+    from sparsekit.engine.components import resolve_component
+
+    config = result.config
+    provider = resolve_component("dataset", config["dataset"])
+    tasks = provider.select_tasks(result.tasks)
+    model = resolve_component("model", config["model"]).build(tasks, provider.in_channels)
+    combiner = resolve_component("loss_combiner", config["loss_combiner"]).build(result.tasks)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    if "combiner" in state:
+        combiner.load_state_dict(state["combiner"])
+    return model.eval(), combiner

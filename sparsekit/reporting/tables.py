@@ -1,0 +1,39 @@
+"""Plain-text tables of results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sparsekit.reporting.result import Result
+
+
+def _arrow(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
+
+
+def results_table(rows: Sequence[tuple[str, Result]]) -> str:
+    """One row per labelled result: every task's metrics, % group and % parameter sparsity.
+
+    Columns are the union of the results' task metrics, in first-seen order.
+    """
+    columns: list[tuple[str, str, bool]] = []
+    for _, result in rows:
+        for task, metrics in result.metrics.items():
+            for metric in metrics:
+                key = (task, metric, result.metric_directions[task][metric])
+                if key not in columns:
+                    columns.append(key)
+    header = ["run"] + [f"{t}/{m} {_arrow(up)}" for t, m, up in columns]
+    header += ["group sp. %", "param. sp. %"]
+    body = []
+    for label, result in rows:
+        cells = [label]
+        for task, metric, _ in columns:
+            value = result.metrics.get(task, {}).get(metric)
+            cells.append("—" if value is None else f"{value:.4f}")
+        cells += [f"{100 * result.sparsity['group']:.1f}", f"{100 * result.sparsity['parameter']:.1f}"]
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *map(line, body)])

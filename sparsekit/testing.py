@@ -1,0 +1,175 @@
+"""The contract suite every plugin component must pass, shipped for third-party authors.
+
+sparsekit's own ``tests/contract/`` run these checks over every registered component, so a new
+plugin is tested the moment it registers. A third-party package can do the same::
+
+    from sparsekit.testing import check_component
+    def test_my_penalty(tmp_path):
+        check_component("penalty", MyPenalty, tmp_path)
+
+This module is also a pytest plugin (entry point ``pytest11``) providing the fixture
+``sparsekit_registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import BaseModel, ValidationError
+from torch import nn
+
+from sparsekit.interfaces import Component
+from sparsekit.plugins import Registry, get_registry
+
+
+@pytest.fixture
+def sparsekit_registry() -> Registry:
+    """The registry of the running process."""
+    return get_registry()
+
+
+def make_instance(cls: type[Component], workdir: Path) -> Any:
+    """A working instance built from the class's ``example_params``."""
+    return cls(cls.Config(**cls.example_params(workdir)))
+
+
+def check_config(cls: type[Component], workdir: Path) -> None:
+    """Config is pydantic, rejects unknown keys, is frozen, and round-trips through JSON."""
+    assert isinstance(cls.name, str) and cls.name == cls.name.lower() and " " not in cls.name
+    assert issubclass(cls.Config, BaseModel)
+    params = cls.example_params(workdir)
+    config = cls.Config(**params)
+    with pytest.raises(ValidationError):
+        cls.Config(**params, definitely_not_a_field=1)
+    again = cls.Config.model_validate_json(config.model_dump_json())
+    assert again == config
+    instance = cls(config)
+    assert instance.spec()["name"] == cls.name
+    with pytest.raises(ValidationError):
+        config.__setattr__(next(iter(cls.Config.model_fields), "x"), None)
+
+
+def _tiny_tasks() -> list[Any]:
+    from sparsekit.tasks import AttributeTask, DepthTask, SegmentationTask
+
+    return [SegmentationTask("seg", 3), DepthTask("depth"), AttributeTask("attr")]
+
+
+def check_penalty(cls: type[Component], workdir: Path) -> None:
+    """Non-negative value, identity prox at λ = 0, prox_ ≡ prox, gradients w.r.t. λ exist."""
+    penalty = make_instance(cls, workdir)
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 4, 3, 3, generator=generator, dtype=torch.float64)
+    weight[:, 1] = 0.0
+    assert float(penalty.value(weight)) > 0
+    assert float(penalty.value(torch.zeros_like(weight))) == 0.0
+    assert torch.equal(penalty.prox(weight, 0.1, 0.0), weight)
+    lam = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    out = penalty.prox(weight, 0.1, lam)
+    assert out.shape == weight.shape and torch.isfinite(out).all()
+    assert float(penalty.value(out.detach())) <= float(penalty.value(weight))
+    out.pow(2).sum().backward()
+    assert lam.grad is not None and torch.isfinite(lam.grad)
+    inplace = weight.clone()
+    penalty.prox_(inplace, 0.1, 0.3)
+    torch.testing.assert_close(inplace, out.detach())
+    huge = penalty.prox(weight, 1.0, 1e6)
+    assert not huge.any(), "a large enough λ must zero everything"
+    assert penalty.active_mask(huge).sum() == 0
+    assert penalty.active_mask(weight).any()
+
+
+def check_loss_combiner(cls: type[Component], workdir: Path) -> None:
+    """Combines any subset of tasks into one finite scalar with gradients to every loss."""
+    module = make_instance(cls, workdir).build(["a", "b", "c"])
+    assert isinstance(module, nn.Module)
+    for subset in (["a"], ["b", "c"], ["a", "b", "c"]):
+        losses = {k: torch.tensor(1.5 + i, requires_grad=True) for i, k in enumerate(subset)}
+        total = module(losses)
+        assert total.ndim == 0 and torch.isfinite(total)
+        total.backward()
+        assert all(v.grad is not None and float(v.grad) > 0 for v in losses.values())
+
+
+def check_dataset(cls: type[Component], workdir: Path) -> None:
+    """Tasks are unique; every split loads with targets of the right kind, deterministically."""
+    provider = make_instance(cls, workdir)
+    tasks = provider.tasks()
+    names = [t.name for t in tasks]
+    assert names and len(set(names)) == len(names)
+    sizes = {}
+    for split in ("train", "val", "test"):
+        data = provider.load(split, names)
+        sizes[split] = len(data)
+        image, targets = data[0]
+        assert image.ndim == 3 and image.shape[0] == provider.in_channels
+        assert torch.isfinite(image).all() and set(targets) == set(names)
+        for task in tasks:
+            if task.level == "pixel":
+                assert targets[task.name].shape[-2:] == image.shape[-2:]
+        again_image, _ = make_instance(cls, workdir).load(split, names)[0]
+        assert torch.equal(image, again_image), "loading must be deterministic"
+    assert all(sizes.values()), f"every split must be non-empty, got {sizes}"
+    with pytest.raises(ValueError):
+        provider.select_tasks(["no_such_task"])
+
+
+def check_model(cls: type[Component], workdir: Path) -> None:
+    """Output shapes per task level, gradients reach backbone and heads, seeded determinism."""
+    from sparsekit.models import backbone_conv_weights
+
+    tasks = _tiny_tasks()
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = make_instance(cls, workdir).build(tasks, 3)
+        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        model.train()
+        out = model(x)
+        outputs.append(out)
+    assert set(out) == {t.name for t in tasks}
+    assert out["seg"].shape == (2, 3, 64, 64) and out["depth"].shape == (2, 1, 64, 64)
+    assert out["attr"].shape == (2, 1)
+    sum(o.float().pow(2).mean() for o in out.values()).backward()
+    convs = backbone_conv_weights(model)
+    assert convs and all(w.grad is not None and w.grad.abs().sum() > 0 for w in convs.values())
+    for head in model.heads.values():
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    for name in out:
+        torch.testing.assert_close(outputs[0][name], outputs[1][name])
+
+
+def check_learner(cls: type[Component], workdir: Path) -> None:
+    """Fits a tiny problem on the CPU, returns a history, and is deterministic under a seed."""
+    from sparsekit.engine.experiment import Experiment
+
+    def run() -> Any:
+        return Experiment(
+            dataset={"name": "shapes", "n_train": 24, "n_val": 8, "n_test": 8, "image_size": 16},
+            tasks=["segmentation", "depth"], learner={"name": cls.name, **cls.example_params(workdir)},
+            lam=0.05, steps=4, batch_size=8, eval_every=2, device="cpu", seed=3,
+        ).run()
+
+    first, second = run(), run()
+    assert first.profile and all(torch.isfinite(torch.tensor(list(r.values()))).all()
+                                 for r in first.profile)
+    assert first.metrics == second.metrics
+
+
+CHECKS: dict[str, Callable[[type[Component], Path], None]] = {
+    "penalty": check_penalty,
+    "loss_combiner": check_loss_combiner,
+    "dataset": check_dataset,
+    "model": check_model,
+    "learner": check_learner,
+}
+
+
+def check_component(kind: str, cls: type[Component], workdir: Path) -> None:
+    """Every contract check for a component of ``kind``."""
+    check_config(cls, workdir)
+    CHECKS[kind](cls, workdir)
