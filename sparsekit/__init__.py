@@ -4,6 +4,7 @@ The public API: build experiments, list and create plugin components.
 """
 
 from sparsekit.config import ConfigError, ExperimentConfig, OptimizerConfig, load_config
+from sparsekit.engine.compaction import compact
 from sparsekit.engine.experiment import Experiment
 from sparsekit.hookspecs import hookimpl
 from sparsekit.plugins import PluginError, PluginLoadWarning, create, list_plugins, reload_plugins
@@ -20,6 +21,7 @@ __all__ = [
     "PluginLoadWarning",
     "Result",
     "__version__",
+    "compact",
     "create",
     "hookimpl",
     "list_plugins",

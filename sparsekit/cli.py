@@ -37,13 +37,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     experiment = Experiment.from_yaml(args.config, overrides)
     if experiment.config.run_dir is None:
         experiment = Experiment(experiment.config, run_dir=Path("runs") / Path(args.config).stem)
-    on_step, bar = _progress_bar(experiment.config.steps)
+    stage = experiment.config.finetune
+    on_step, bar = _progress_bar(experiment.config.steps + (stage.steps if stage else 0))
     try:
         result = experiment.run(on_step=on_step)
     finally:
         bar.close()
     print(results_table([(Path(args.config).stem, result)]))
     print(f"run directory: {experiment.config.run_dir}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from sparsekit.config import FinetuneConfig, parse_overrides
+    from sparsekit.reporting.result import CHECKPOINT_FILE, Result
+    from sparsekit.reporting.tables import results_table
+
+    parent = Result.load(args.run_dir)
+    if parent.model is None:
+        raise FileNotFoundError(f"{args.run_dir!r} holds no {CHECKPOINT_FILE} to fine-tune")
+    fields = parse_overrides(list(args.set or []))
+    fields.update(tasks=args.task, add_tasks=args.add_task or [], mode=args.mode)
+    if args.steps is not None:
+        fields["steps"] = args.steps
+    out = Path(args.out) if args.out else Path(args.run_dir) / "finetune"
+    on_step, bar = _progress_bar(fields.get("steps", FinetuneConfig().steps))
+    try:
+        result = parent.finetune(run_dir=out, on_step=on_step, **fields)
+    finally:
+        bar.close()
+    print(results_table([(Path(args.run_dir).name, parent), (f"finetune ({args.mode})", result)]))
+    print(f"run directory: {out}")
     return 0
 
 
@@ -63,6 +87,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     rows = [(Path(d).name, Result.load(d, with_model=False)) for d in args.run_dirs]
     print(results_table(rows))
+    if args.plot:
+        from sparsekit.reporting.plots import plot_metrics_vs_efficiency
+
+        plot_metrics_vs_efficiency(rows, Path(args.plot))
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from sparsekit.engine.compaction import compact_run
+    from sparsekit.engine.efficiency import backbone_parameter_counts
+
+    dense, small, path = compact_run(args.run_dir)
+    for label, model in (("masked", dense), ("compact", small)):
+        total = sum(p.numel() for p in model.parameters())
+        backbone, nonzero = backbone_parameter_counts(model)
+        print(f"{label:<8} parameters: {total:>12,}  backbone conv weights: {backbone:>12,} "
+              f"({nonzero:,} non-zero)")
+    print(f"compact model written to {path}")
     return 0
 
 
@@ -75,12 +118,35 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config field (dotted keys for nested fields); repeatable")
     run.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
     run.set_defaults(func=cmd_run)
+    finetune = sub.add_parser(
+        "finetune", help="fine-tune a trained run (meta-testing), optionally on unseen tasks"
+    )
+    finetune.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with a model.pt")
+    finetune.add_argument("--add-task", action="append", metavar="TASK",
+                          help="an unseen task of the data set to add with a new head; repeatable")
+    finetune.add_argument("--task", action="append", metavar="TASK",
+                          help="a trained task to fine-tune (default: see docs); repeatable")
+    finetune.add_argument("--mode", choices=("head", "all"), default="all",
+                          help="head: train only the fine-tuned heads; all: the backbone too")
+    finetune.add_argument("--steps", type=int, help="fine-tuning steps")
+    finetune.add_argument("--set", action="append", metavar="KEY=VALUE",
+                          help="a FinetuneConfig field (e.g. optimizer.lr=0.01); repeatable")
+    finetune.add_argument("--run-dir", dest="out",
+                          help="where to write the fine-tuned run (default RUN_DIR/finetune)")
+    finetune.set_defaults(func=cmd_finetune)
     plugins = sub.add_parser("plugins", help="list the registered plugins")
     plugins.add_argument("--kind", help="only this kind (penalty, learner, ...)")
     plugins.set_defaults(func=cmd_plugins)
     report = sub.add_parser("report", help="metrics table of one or more run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--plot", metavar="OUT.png",
+                        help="also plot every task metric against CR and measured speed-up")
     report.set_defaults(func=cmd_report)
+    compact = sub.add_parser(
+        "compact", help="remove a run's zeroed channels; writes RUN_DIR/compact.pt"
+    )
+    compact.add_argument("run_dir", metavar="RUN_DIR")
+    compact.set_defaults(func=cmd_compact)
     return parser
 
 

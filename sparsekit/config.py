@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,50 @@ class OptimizerConfig(StrictModel):
     eps: float = Field(1e-8, gt=0)
 
 
+class FinetuneConfig(StrictModel):
+    """The fine-tuning (meta-testing) stage: adapt a trained model, possibly to new tasks.
+
+    No penalty acts during fine-tuning and the backbone's zero weights are held exactly at zero
+    (``mask``), so the sparsity pattern found in training is kept. ``mode="all"`` trains the
+    backbone and the heads of the fine-tuned tasks; ``mode="head"`` freezes the backbone (its
+    BatchNorm statistics included) and trains the fine-tuned heads only. The fine-tuned tasks are
+    ``tasks`` plus ``add_tasks`` (new heads built by the model builder); ``tasks`` defaults to every
+    trained task, except in mode ``head`` with added tasks, where it defaults to none. Heads of
+    trained tasks that are not fine-tuned stay frozen and are still evaluated. Fields left None
+    take the experiment's value. See docs/finetuning.md.
+    """
+
+    tasks: list[str] | None = Field(None, description="trained tasks to fine-tune")
+    add_tasks: list[str] = Field(default_factory=list, description="unseen tasks to add")
+    mode: Literal["head", "all"] = "all"
+    steps: int = Field(200, gt=0, description="fine-tuning optimiser steps")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    batch_size: int | None = Field(None, gt=0)
+    eval_every: int | None = Field(None, gt=0)
+    patience: int | None = Field(None, gt=0)
+    mask: Literal["element", "channel"] = Field(
+        "element", description="hold every zero weight, or every all-zero input channel, at 0"
+    )
+    seed: int | None = None
+    device: str | None = None
+
+    @field_validator("tasks", "add_tasks")
+    @classmethod
+    def _no_repeats(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"task names must not repeat, got {value!r}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None and value != "auto" and value.split(":")[0] not in {
+            "cpu", "cuda", "mps"
+        }:
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {value!r}")
+        return value
+
+
 ComponentSpec = Any
 """A component given as a registry name, a ``{"name": ..., **params}`` dict, or an instance."""
 
@@ -62,7 +107,15 @@ class ExperimentConfig(StrictModel):
     tasks: list[str] | None = None
     model: ComponentSpec = "small_resnet"
     penalty: ComponentSpec | None = "group_lasso"
-    lam: float = Field(1e-4, ge=0, description="penalty strength λ (≥ 0)")
+    lam: float | Literal["learned"] = Field(
+        1e-4, description="penalty strength λ (≥ 0), or 'learned' to meta-learn it (maml, fomaml, "
+        "anil)"
+    )
+    lam_init: tuple[float, float] = Field(
+        (0.1, 1.0), description="a learned λ starts at λ₀ ~ U(low, high), drawn with the seed"
+    )
+    lam_beta: float = Field(1.0, gt=0, description="β of a learned λ = softplus_β(ρ)")
+    lam_per_layer: bool = Field(False, description="a learned λ per backbone conv layer")
     learner: ComponentSpec = "mtl"
     loss_combiner: ComponentSpec = "uncertainty"
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -78,6 +131,9 @@ class ExperimentConfig(StrictModel):
     pin_memory: bool | Literal["auto"] = "auto"
     num_workers: int = Field(0, ge=0)
     run_dir: Path | None = None
+    finetune: FinetuneConfig | None = Field(
+        None, description="a fine-tuning stage run after training (see docs/finetuning.md)"
+    )
 
     @field_validator("dataset", "model", "penalty", "learner", "loss_combiner", mode="before")
     @classmethod
@@ -96,6 +152,21 @@ class ExperimentConfig(StrictModel):
     def _tasks(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and (not value or len(set(value)) != len(value)):
             raise ValueError(f"tasks must be a non-empty list without repeats, got {value!r}")
+        return value
+
+    @field_validator("lam")
+    @classmethod
+    def _lam(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+            raise ValueError("lam must be greater than or equal to 0 (and finite), or 'learned'")
+        return value
+
+    @field_validator("lam_init")
+    @classmethod
+    def _lam_init(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high or not math.isfinite(high):
+            raise ValueError(f"lam_init must be (low, high) with 0 < low ≤ high, got {value!r}")
         return value
 
     def to_dict(self) -> dict[str, Any]:

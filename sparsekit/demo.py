@@ -15,7 +15,7 @@ from sparsekit.engine.experiment import Experiment
 from sparsekit.reporting.tables import results_table
 
 #: (label, λ) of the demo's runs; λ = 0 is the dense baseline.
-DEMO_RUNS = (("dense (λ=0)", 0.0), ("group lasso λ=0.02", 0.02), ("group lasso λ=0.08", 0.08))
+DEMO_RUNS = (("dense (λ=0)", 0.0), ("group lasso λ=0.3", 0.3), ("group lasso λ=0.5", 0.5))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     rows = []
     for label, lam in DEMO_RUNS:
-        slug = label.split(" (")[0].replace(" ", "_").replace("=", "")
+        slug = "dense" if lam == 0 else f"group_lasso_lam{lam:g}"
         experiment = Experiment(
             dataset="shapes", penalty="group_lasso", lam=lam, steps=args.steps, seed=0,
             run_dir=Path(args.out) / slug,

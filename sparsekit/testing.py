@@ -160,12 +160,58 @@ def check_learner(cls: type[Component], workdir: Path) -> None:
     assert first.metrics == second.metrics
 
 
+def _sparse_conv_weights() -> dict[str, torch.Tensor]:
+    """Conv weights with some zero input-channel groups, one dense and one entirely zero."""
+    generator = torch.Generator().manual_seed(0)
+    weights = {
+        "a.weight": torch.randn(6, 8, 3, 3, generator=generator, dtype=torch.float64),
+        "b.weight": torch.randn(4, 6, 1, 1, generator=generator, dtype=torch.float64),
+        "dense.weight": torch.randn(5, 3, 3, 3, generator=generator, dtype=torch.float64),
+        "empty.weight": torch.zeros(3, 4, 3, 3, dtype=torch.float64),
+    }
+    weights["a.weight"][:, [1, 4, 5]] = 0.0
+    weights["b.weight"][:, [0, 2, 3]] = 0.0
+    return weights
+
+
+def check_regrowth(cls: type[Component], workdir: Path) -> None:
+    """Only entirely-zero groups change, masks report them, and regrowth is seeded-deterministic.
+
+    A policy may refuse ``grads=None`` with a ValueError; if it accepts it, the same holds.
+    """
+    policy = make_instance(cls, workdir)
+    grads = {n: torch.randn(w.shape, generator=torch.Generator().manual_seed(2), dtype=w.dtype)
+             for n, w in _sparse_conv_weights().items()}
+    runs = []
+    for grads_given in (grads, grads, None):
+        before, weights = _sparse_conv_weights(), _sparse_conv_weights()
+        try:
+            masks = policy.regrow(weights, grads_given, torch.Generator().manual_seed(1))
+        except ValueError:
+            assert grads_given is None, "only a missing gradient may be refused"
+            continue
+        assert set(masks) == set(weights)
+        for name, weight in weights.items():
+            mask, old = masks[name], before[name]
+            assert mask.dtype == torch.bool and mask.shape == (old.shape[1],)
+            zero = old.ne(0).transpose(0, 1).flatten(1).any(dim=1).logical_not()
+            assert not (mask & ~zero).any(), f"{name}: a non-zero group was regrown"
+            assert weight.shape == old.shape and weight.dtype == old.dtype
+            assert torch.equal(weight[:, ~mask], old[:, ~mask]), f"{name}: a kept group changed"
+        runs.append((masks, weights))
+    (masks1, weights1), (masks2, weights2) = runs[0], runs[1]
+    for name in weights1:
+        assert torch.equal(masks1[name], masks2[name]), "regrowth must be deterministic"
+        assert torch.equal(weights1[name], weights2[name]), "regrowth must be deterministic"
+
+
 CHECKS: dict[str, Callable[[type[Component], Path], None]] = {
     "penalty": check_penalty,
     "loss_combiner": check_loss_combiner,
     "dataset": check_dataset,
     "model": check_model,
     "learner": check_learner,
+    "regrowth": check_regrowth,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
@@ -9,16 +10,49 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from sparsekit.config import ConfigError, ExperimentConfig, build_config, load_config
+from sparsekit.config import (
+    ConfigError,
+    ExperimentConfig,
+    FinetuneConfig,
+    build_config,
+    load_config,
+)
 from sparsekit.engine.components import resolve_component
+from sparsekit.engine.efficiency import run_efficiency
+from sparsekit.engine.finetune import finetune
+from sparsekit.engine.learned_lambda import draw_initial_lambda
 from sparsekit.engine.sparsity import layer_channels, sparsity
 from sparsekit.engine.training import evaluate, resolve_device, seed_everything
 from sparsekit.interfaces import StepInfo, TrainingContext
 from sparsekit.reporting.result import Result
 
 logger = logging.getLogger(__name__)
+
+
+def initial_lambda(cfg: ExperimentConfig, learner: Any, generator: torch.Generator) -> float:
+    """The λ handed to the learner: the configured number, or λ₀ ~ U(lam_init) when learned.
+
+    Raises:
+        ConfigError: ``lam="learned"`` with a learner that cannot learn λ (its class does not set
+            ``learns_lambda = True``, e.g. ``mtl``) or without a penalty.
+    """
+    if cfg.lam != "learned":
+        return float(cfg.lam)
+    if not getattr(learner, "learns_lambda", False):
+        raise ConfigError(
+            f"lam='learned' needs a learner that meta-learns λ (maml, fomaml or anil); learner "
+            f"{learner.name!r} trains with a fixed λ, so give lam a number"
+        )
+    if cfg.penalty is None:
+        raise ConfigError("lam='learned' needs a penalty whose λ can be learned")
+    return draw_initial_lambda(cfg.lam_init, generator)
+
+
+#: Sub-directory of a run directory holding the pre-trained result of a two-stage experiment.
+PRETRAIN_DIR = "pretrain"
 
 
 class Experiment:
@@ -58,12 +92,46 @@ class Experiment:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         try:
             result = self._run(on_step or (lambda info: None))
+            if cfg.finetune is not None:
+                result = self._finetune(
+                    result, cfg.finetune, run_dir, on_step or (lambda info: None)
+                )
         except BaseException:
             if run_dir is not None:
                 (run_dir / "error.txt").write_text(traceback.format_exc())
             raise
         if run_dir is not None:
             result.save(run_dir)
+        return result
+
+    def _finetune(
+        self,
+        pretrained: Result,
+        stage: FinetuneConfig,
+        run_dir: Path | None,
+        on_step: Callable[[StepInfo], None],
+    ) -> Result:
+        """The configured fine-tuning stage; the pre-trained result goes to ``run_dir/pretrain``.
+
+        The returned (fine-tuned) result carries the whole two-stage config; the pre-trained
+        one carries the config without its ``finetune`` stage, so each reproduces itself.
+        """
+        cfg = self.config
+        pretrain_dir = run_dir / PRETRAIN_DIR if run_dir is not None else None
+        pretrained.config = {
+            **pretrained.config,
+            "finetune": None,
+            "run_dir": str(pretrain_dir) if pretrain_dir is not None else None,
+        }
+        if pretrain_dir is not None:
+            pretrained.save(pretrain_dir)
+        total = cfg.steps + stage.steps
+
+        def after_pretraining(info: StepInfo) -> None:
+            on_step(dataclasses.replace(info, step=cfg.steps + info.step, total=total))
+
+        result = finetune(pretrained, stage, on_step=after_pretraining)
+        result.config = cfg.to_dict()
         return result
 
     def _run(self, on_step: Callable[[StepInfo], None]) -> Result:
@@ -73,6 +141,8 @@ class Experiment:
         device = resolve_device(cfg.device)
         if cfg.amp and device.type != "cuda":
             raise ConfigError("amp (mixed precision) needs a CUDA device; set amp: false")
+        learner = resolve_component("learner", cfg.learner)
+        lam = initial_lambda(cfg, learner, generator)
         provider = resolve_component("dataset", cfg.dataset)
         tasks = provider.select_tasks(cfg.tasks)
         names = [t.name for t in tasks]
@@ -81,11 +151,10 @@ class Experiment:
         model = builder.build(tasks, provider.in_channels).to(device)
         combiner = resolve_component("loss_combiner", cfg.loss_combiner).build(names).to(device)
         penalty = resolve_component("penalty", cfg.penalty) if cfg.penalty is not None else None
-        learner = resolve_component("learner", cfg.learner)
         channels_before = layer_channels(model)
         context = TrainingContext(
             model=model, tasks=tasks, train=splits["train"], val=splits["val"], penalty=penalty,
-            lam=cfg.lam, combiner=combiner, config=cfg, device=device, generator=generator,
+            lam=lam, combiner=combiner, config=cfg, device=device, generator=generator,
             on_step=on_step,
         )
         data_ready = time.perf_counter()
@@ -93,6 +162,7 @@ class Experiment:
         trained = time.perf_counter()
         _, metrics = evaluate(model, splits["test"], tasks, combiner, device)
         finished = time.perf_counter()
+        efficiency = run_efficiency(model, splits["test"])
         after = {row.name: row for row in layer_channels(model)}
         return Result(
             config=cfg.to_dict(),
@@ -116,6 +186,7 @@ class Experiment:
                 "total_s": finished - started,
             },
             extra=history.extra,
+            efficiency=efficiency,
             model=model,
             combiner=combiner,
         )

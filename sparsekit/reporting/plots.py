@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,50 @@ def plot_layer_channels(layers: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("active input channels")
     ax.set_title("Active channels per backbone layer")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_metrics_vs_efficiency(rows: Sequence[tuple[str, Any]], path: Path) -> None:
+    """Every task metric against the compression ratio (top) and measured speed-up (bottom).
+
+    One column per task metric and one labelled point per run, as in Meta-Sparsity's Fig. 5;
+    runs without a finite CR or speed-up are left out of that row.
+
+    References:
+        Upadhyay et al., "Meta-Sparsity: Learning Optimal Sparse Structures in Multi-task
+        Networks through Meta-learning" (Fig. 5).
+
+    Args:
+        rows: ``(label, Result)`` pairs.
+        path: the PNG to write.
+    """
+    columns: list[tuple[str, str, bool]] = []
+    for _, result in rows:
+        for task, metrics in result.metrics.items():
+            for metric in metrics:
+                key = (task, metric, result.metric_directions[task][metric])
+                if key not in columns:
+                    columns.append(key)
+    axes_x = (("cr", "compression ratio CR"), ("speedup", "measured speed-up"))
+    fig, axes = plt.subplots(
+        2, max(len(columns), 1), figsize=(3.2 * max(len(columns), 1), 6), squeeze=False
+    )
+    for col, (task, metric, higher) in enumerate(columns):
+        for row, (key, xlabel) in enumerate(axes_x):
+            ax = axes[row][col]
+            for label, result in rows:
+                x = result.efficiency.get(key)
+                y = result.metrics.get(task, {}).get(metric)
+                if x is None or y is None or not math.isfinite(x):
+                    continue
+                ax.scatter([x], [y], color="tab:blue")
+                ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{task}/{metric} {'↑' if higher else '↓'}")
+            ax.grid(alpha=0.3)
+    fig.suptitle("Task metrics against compression and speed-up")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -30,6 +31,9 @@ class Result:
         profile: sparsity and losses over training (one row per evaluation).
         lam_history: λ after every (meta-)step, for learners that learn it.
         timings: wall-clock seconds of set-up, training, testing and in total.
+        efficiency: compression ratio ``cr``, FLOPs speed-up ``sp`` and measured ``speedup`` of
+            the compact model, with the counts and latencies behind them
+            (:mod:`sparsekit.engine.efficiency`); empty for results saved without it.
         model: the trained network (None when loaded without weights).
     """
 
@@ -45,6 +49,7 @@ class Result:
     best_step: int = 0
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    efficiency: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)
     combiner: nn.Module | None = field(default=None, repr=False)
 
@@ -56,6 +61,7 @@ class Result:
             "layers": self.layers, "profile": self.profile, "timings": self.timings,
             "lam_history": self.lam_history, "best_step": self.best_step,
             "stopped_early": self.stopped_early, "extra": self.extra,
+            "efficiency": self.efficiency,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -93,6 +99,57 @@ class Result:
         if with_model and (directory / CHECKPOINT_FILE).is_file():
             result.model, result.combiner = _rebuild(result, directory / CHECKPOINT_FILE)
         return result
+
+    def finetune(
+        self,
+        tasks: Sequence[str] | None = None,
+        add_tasks: Sequence[str] = (),
+        mode: Literal["head", "all"] = "all",
+        steps: int | None = None,
+        optimizer: Any = None,
+        run_dir: str | Path | None = None,
+        on_step: Callable[[Any], None] | None = None,
+        **overrides: Any,
+    ) -> Result:
+        """Fine-tune this run's model (meta-testing), possibly on added tasks; see finetuning.md.
+
+        Args:
+            tasks: the trained tasks to fine-tune (default: all; none in mode ``head`` when
+                tasks are added).
+            add_tasks: unseen tasks of the data set, each given a new head.
+            mode: ``"head"`` trains only the fine-tuned heads (backbone frozen, BatchNorm
+                included); ``"all"`` trains the backbone too.
+            steps: fine-tuning steps (default that of :class:`sparsekit.config.FinetuneConfig`).
+            optimizer: an :class:`sparsekit.config.OptimizerConfig` or its fields as a dict.
+            run_dir: where to save the fine-tuned result, or None.
+            on_step: called with a :class:`sparsekit.interfaces.StepInfo` after every step.
+            **overrides: other :class:`sparsekit.config.FinetuneConfig` fields (``batch_size``,
+                ``eval_every``, ``patience``, ``mask``, ``seed``, ``device``).
+
+        Returns:
+            A new result; this one is left unchanged. Its backbone's zero weights are exactly
+            those of this result's.
+
+        Raises:
+            ConfigError: invalid fields, or task lists that do not fit this run.
+            ValueError: this result holds no model (loaded with ``with_model=False``).
+        """
+        from pydantic import ValidationError
+
+        from sparsekit.config import ConfigError, FinetuneConfig, describe_validation_error
+        from sparsekit.engine.finetune import finetune
+
+        fields = {"tasks": None if tasks is None else list(tasks), "add_tasks": list(add_tasks),
+                  "mode": mode, **overrides}
+        if steps is not None:
+            fields["steps"] = steps
+        if optimizer is not None:
+            fields["optimizer"] = optimizer
+        try:
+            stage = FinetuneConfig(**fields)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, FinetuneConfig)) from None
+        return finetune(self, stage, run_dir=run_dir, on_step=on_step)
 
 
 def _rebuild(result: Result, checkpoint: Path) -> tuple[nn.Module, nn.Module]:

@@ -11,10 +11,21 @@ def _arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
 
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _efficiency_cells(result: Result) -> list[str]:
+    eff = result.efficiency
+    return [_ratio(eff.get("cr")), _ratio(eff.get("sp")), _ratio(eff.get("speedup"))]
+
+
 def results_table(rows: Sequence[tuple[str, Result]]) -> str:
     """One row per labelled result: every task's metrics, % group and % parameter sparsity.
 
-    Columns are the union of the results' task metrics, in first-seen order.
+    Columns are the union of the results' task metrics, in first-seen order. When any result
+    carries efficiency figures, three columns follow: the compression ratio CR, the FLOPs
+    speed-up Sp and the measured speed-up (see :mod:`sparsekit.engine.efficiency`).
     """
     columns: list[tuple[str, str, bool]] = []
     for _, result in rows:
@@ -25,6 +36,9 @@ def results_table(rows: Sequence[tuple[str, Result]]) -> str:
                     columns.append(key)
     header = ["run"] + [f"{t}/{m} {_arrow(up)}" for t, m, up in columns]
     header += ["group sp. %", "param. sp. %"]
+    with_efficiency = any(result.efficiency for _, result in rows)
+    if with_efficiency:
+        header += ["CR", "Sp (FLOPs)", "speed-up"]
     body = []
     for label, result in rows:
         cells = [label]
@@ -32,6 +46,8 @@ def results_table(rows: Sequence[tuple[str, Result]]) -> str:
             value = result.metrics.get(task, {}).get(metric)
             cells.append("—" if value is None else f"{value:.4f}")
         cells += [f"{100 * result.sparsity['group']:.1f}", f"{100 * result.sparsity['parameter']:.1f}"]
+        if with_efficiency:
+            cells += _efficiency_cells(result)
         body.append(cells)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731

@@ -25,7 +25,7 @@ def run(**overrides):
 @pytest.fixture(scope="module")
 def sparse_result(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "gl"
-    return run(penalty="group_lasso", lam=0.5, run_dir=run_dir), run_dir
+    return run(penalty="group_lasso", lam=2.0, run_dir=run_dir), run_dir
 
 
 def test_group_lasso_gives_group_sparsity_and_finite_metrics(sparse_result):

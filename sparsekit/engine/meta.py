@@ -1,0 +1,390 @@
+"""The meta-training loop shared by the meta-sparsity learners (``maml``, ``fomaml``, ``anil``).
+
+One meta-step (Meta-Sparsity, Algorithm 3) does, in this order:
+
+1. zero the gradients of Θ_meta (model and loss combiner) and of ρ (λ = softplus_β(ρ));
+2. for each of ``episodes_per_batch`` episodes: sample a task subset uniformly and disjoint
+   support and query batches from the training split; clone Θ_meta keeping the graph; regrow
+   zeroed groups of the clone's backbone; adapt the clone on the support batch (the learner's
+   :meth:`MetaLearner.adapt`, whose inner loop applies the differentiable prox with λ to the
+   backbone conv weights); score the adapted clone on the query batch with BatchNorm on batch
+   statistics; back-propagate ``query_loss / episodes_per_batch`` to Θ_meta and ρ;
+3. one step of the outer optimiser (``config.optimizer``: Adam for ``adam_prox``, SGD with
+   momentum for ``sgd_prox``) on Θ_meta and ρ together;
+4. the outer proximal step ``prox(w, lr, λ)`` on Θ_meta's backbone conv weights, with λ computed
+   from the updated ρ.
+
+BatchNorm: running statistics are updated by the support passes of the inner loop only; the query
+pass normalises with the query batch's own statistics and updates nothing; evaluation runs in
+eval mode with the running statistics. No query, validation or test example enters a buffer.
+
+References:
+    Upadhyay et al., "Meta-Sparsity: Learning Optimal Sparse Structures in Multi-task Networks
+    through Meta-learning" (Algorithm 3); Finn et al. 2017, "Model-Agnostic Meta-Learning".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from abc import abstractmethod
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, ClassVar
+
+import torch
+from pydantic import ConfigDict, Field, field_validator
+from torch import Tensor, nn
+
+from sparsekit.config import ConfigError
+from sparsekit.engine.components import resolve_component
+from sparsekit.engine.episodes import Episode, EpisodeBatch, EpisodeStream, resolve_episodes
+from sparsekit.engine.learned_lambda import LearnedLambda
+from sparsekit.engine.optim import ProximalOptimizer
+from sparsekit.engine.sparsity import sparsity
+from sparsekit.engine.training import EarlyStopping, evaluate, task_losses
+from sparsekit.interfaces import (
+    ComponentConfig,
+    Learner,
+    Penalty,
+    RegrowthPolicy,
+    StepInfo,
+    TrainingContext,
+    TrainingHistory,
+)
+from sparsekit.models import MultiTaskNet, backbone_conv_weights
+from sparsekit.tasks import Task
+
+Batch = tuple[Tensor, dict[str, Tensor]]
+
+
+def import_learn2learn() -> ModuleType:
+    """``learn2learn``, imported on first use.
+
+    Importing it pulls in ``gym``, which prints an unmaintained-package notice on stderr; the
+    notice is about gym, which sparsekit never uses, so it is swallowed.
+    """
+    with contextlib.redirect_stderr(io.StringIO()):
+        import learn2learn
+    return learn2learn
+
+
+class MetaConfig(ComponentConfig):
+    """Options shared by the meta-learners.
+
+    Attributes:
+        inner_steps: κ, adaptation steps per episode.
+        inner_lr: α_in, the step size of the inner SGD step and of the inner prox.
+        lam_lr: the outer learning rate of ρ; None uses ``config.optimizer.lr`` (α_out), as in
+            Algorithm 3, where Θ_meta and λ share α_out.
+        episodes_per_batch: episodes whose query gradients are averaged per meta-step.
+        batch_size: examples in each support batch and again in each query batch; None uses
+            the experiment's ``batch_size``.
+        min_tasks: the fewest tasks per episode (2 keeps only multi-task episodes).
+        episodes: an explicit list of task subsets instead of the power set.
+        regrowth: the regrowth policy applied to each episode's clone: a name or a
+            ``{"name": ..., **params}`` dict of kind ``regrowth``.
+        log_every: meta-steps between sparsity readings in the progress callback.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    inner_steps: int = Field(1, ge=1)
+    inner_lr: float = Field(0.05, gt=0)
+    lam_lr: float | None = Field(None, gt=0)
+    episodes_per_batch: int = Field(2, ge=1)
+    batch_size: int | None = Field(16, ge=1)
+    min_tasks: int = Field(1, ge=1)
+    episodes: tuple[tuple[str, ...], ...] | None = None
+    regrowth: Any = "none"
+    log_every: int = Field(10, ge=1)
+
+    @field_validator("regrowth", mode="before")
+    @classmethod
+    def _regrowth_spec(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            return dict(value)
+        if isinstance(value, RegrowthPolicy):
+            return value
+        raise ValueError(f"regrowth is a name or a {{'name': ...}} dict, got {value!r}")
+
+
+@dataclass
+class MetaState:
+    """What an episode's adaptation reads: the meta-model, λ, the penalty and the options.
+
+    Attributes:
+        model: Θ_meta, the network trained in place.
+        combiner: the loss combiner (outer parameters, never adapted in the inner loop).
+        tasks: every trained task by name.
+        penalty: the sparsity penalty, or None.
+        lam: λ, learned or fixed.
+        inner_lr: α_in.
+        inner_steps: κ.
+        regrowth: the regrowth policy.
+        generator: the seeded source of randomness.
+        wrapper: the learner's wrapper of ``model`` (a ``learn2learn`` MAML), if it uses one.
+        last_grads: the previous meta-gradient of each backbone conv weight, for regrowth
+            policies that rank groups by it (None before the first meta-step).
+    """
+
+    model: MultiTaskNet
+    combiner: nn.Module
+    tasks: Mapping[str, Task]
+    penalty: Penalty | None
+    lam: LearnedLambda
+    inner_lr: float
+    inner_steps: int
+    regrowth: RegrowthPolicy
+    generator: torch.Generator
+    wrapper: Any = None
+    last_grads: dict[str, Tensor] | None = field(default=None)
+
+    @property
+    def prox_active(self) -> bool:
+        """Whether the prox runs at all (a penalty and a λ that is not fixed at 0)."""
+        return self.penalty is not None and not self.lam.is_zero
+
+
+def episode_loss(state: MetaState, outputs: dict[str, Tensor], targets: dict[str, Tensor],
+                 episode: Episode) -> Tensor:
+    """The loss combiner over the episode's own tasks only."""
+    tasks = [state.tasks[name] for name in episode]
+    return state.combiner(task_losses(outputs, targets, tasks))
+
+
+def set_parameter(module: nn.Module, qualified_name: str, value: Tensor) -> None:
+    """Replace parameter ``qualified_name`` of a clone by a tensor that keeps its graph.
+
+    This is learn2learn's ``update_module`` pattern: the module's ``_parameters`` entry is swapped,
+    so later forwards use ``value`` and gradients flow back through it.
+    """
+    owner_name, _, key = qualified_name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    owner._parameters[key] = value
+
+
+def prox_backbone(clone: MultiTaskNet, state: MetaState, lam: Tensor) -> None:
+    """Apply ``penalty.prox(w, α_in, λ_l)`` to every backbone conv weight of ``clone``.
+
+    Differentiable in the weights and in λ, so the query loss carries a meta-gradient to ρ.
+    """
+    if not state.prox_active:
+        return
+    assert state.penalty is not None
+    for index, (name, weight) in enumerate(backbone_conv_weights(clone).items()):
+        new = state.penalty.prox(weight, state.inner_lr, state.lam.for_layer(lam, index))
+        set_parameter(clone, name, new)
+
+
+def regrow_clone(clone: MultiTaskNet, state: MetaState) -> None:
+    """Let the regrowth policy re-initialise zeroed groups of the clone's backbone (in place).
+
+    The regrown values are constants added to the clone, so Θ_meta's zero groups receive the
+    query gradient at the regrown point. Policies that rank groups get the previous meta-step's
+    meta-gradient; before the first meta-step there is none and they get zeros (a dense initial
+    backbone has no zeroed group to regrow then anyway).
+    """
+    weights = backbone_conv_weights(clone)
+    grads = state.last_grads
+    if grads is None:
+        grads = {name: torch.zeros_like(w.detach()) for name, w in weights.items()}
+    with torch.no_grad():
+        state.regrowth.regrow(weights, grads, state.generator)
+
+
+def use_batch_statistics(module: nn.Module) -> None:
+    """Make the BatchNorm layers of a clone normalise with batch statistics and update nothing.
+
+    A clone shares its running-statistics buffers with Θ_meta; dropping them from the clone's own
+    buffer dicts (copies, so Θ_meta keeps its buffers) makes BatchNorm use the batch's statistics
+    even in train mode and leaves the shared buffers untouched.
+    """
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                sub._buffers[key] = None
+
+
+class MetaLearner(Learner):
+    """Base of the meta-sparsity learners: the meta-training loop around an adaptation rule.
+
+    Subclasses implement :meth:`adapt`. ``lam="learned"`` in the experiment config makes λ a
+    meta-learned parameter; a numeric ``lam`` keeps it fixed (0 gives meta-learning without
+    sparsity: no prox anywhere).
+
+    References:
+        Upadhyay et al., "Meta-Sparsity" (Algorithm 3).
+    """
+
+    #: Meta-learners can learn λ; the experiment rejects ``lam="learned"`` for other learners.
+    learns_lambda: ClassVar[bool] = True
+
+    Config = MetaConfig
+    config: MetaConfig
+
+    def wrap(self, model: MultiTaskNet) -> Any:
+        """The object :meth:`adapt` clones from (``MetaState.wrapper``); None by default."""
+        return None
+
+    @abstractmethod
+    def adapt(self, state: MetaState, episode: Episode, support: Batch) -> tuple[nn.Module, Tensor]:
+        """Adapt a graph-connected clone of Θ_meta to ``support``.
+
+        Returns:
+            The adapted clone (callable as ``clone(images, tasks)``) and the support loss of the
+            first inner step (the loss of Θ_meta itself, for the meta-train record).
+        """
+
+    def episode_losses(self, state: MetaState, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
+        """Support loss before adaptation (detached) and query loss after it (with its graph)."""
+        adapted, support_loss = self.adapt(state, batch.tasks, batch.support)
+        use_batch_statistics(adapted)
+        images, targets = batch.query
+        outputs = adapted(images, list(batch.tasks))
+        return support_loss.detach(), episode_loss(state, outputs, targets, batch.tasks)
+
+    def fit(self, context: TrainingContext) -> TrainingHistory:
+        """Meta-train ``context.model`` in place; see the module docstring for one meta-step."""
+        return MetaTrainer(self, context).run()
+
+
+class MetaTrainer:
+    """Runs :class:`MetaLearner` meta-steps with evaluation, early stopping and records.
+
+    Raises:
+        ConfigError: a learned λ without a penalty, the ``proxssi`` outer optimiser (its λ is on
+            another scale than the inner prox's), or mixed precision.
+    """
+
+    def __init__(self, learner: MetaLearner, context: TrainingContext) -> None:
+        cfg, options = context.config, learner.config
+        learned = cfg.lam == "learned"
+        if learned and context.penalty is None:
+            raise ConfigError("lam='learned' needs a penalty whose λ can be learned")
+        if cfg.optimizer.name == "proxssi":
+            raise ConfigError(
+                f"learner {learner.name!r} supports the outer optimizers adam_prox and sgd_prox; "
+                "proxssi measures λ in Adam's metric, which the inner prox does not use"
+            )
+        if cfg.amp:
+            raise ConfigError(f"learner {learner.name!r} runs in full precision; set amp: false")
+        self.learner, self.context = learner, context
+        model = context.model
+        convs = backbone_conv_weights(model)
+        self.lam = LearnedLambda(
+            float(context.lam), cfg.lam_beta, len(convs) if cfg.lam_per_layer else None,
+            learnable=learned, dtype=next(iter(convs.values())).dtype,
+        ).to(context.device)
+        self.state = MetaState(
+            model=model, combiner=context.combiner, tasks={t.name: t for t in context.tasks},
+            penalty=context.penalty, lam=self.lam, inner_lr=options.inner_lr,
+            inner_steps=options.inner_steps,
+            regrowth=resolve_component("regrowth", options.regrowth),
+            generator=context.generator, wrapper=learner.wrap(model),
+        )
+        episodes = resolve_episodes(
+            [t.name for t in context.tasks], options.episodes, options.min_tasks
+        )
+        self.stream = EpisodeStream(
+            context.train, episodes, options.batch_size or cfg.batch_size, context.generator
+        )
+        self.optimizer = self._outer_optimizer()
+
+    def _outer_optimizer(self) -> ProximalOptimizer:
+        """``config.optimizer``'s gradient step over Θ_meta and ρ; the prox is applied after it."""
+        cfg = self.context.config
+        groups: list[dict[str, Any]] = [{
+            "params": list(self.context.model.parameters())
+            + list(self.context.combiner.parameters()),
+        }]
+        if self.lam.learnable:
+            lam_lr = self.learner.config.lam_lr or cfg.optimizer.lr
+            groups.append({"params": [self.lam.rho], "lr": lam_lr, "weight_decay": 0.0})
+        return ProximalOptimizer(groups, [], None, 0.0, cfg.optimizer)
+
+    def meta_step(self) -> tuple[float, float, list[Episode]]:
+        """One meta-step; returns the mean support and query losses and the episodes drawn."""
+        episodes_per_batch = self.learner.config.episodes_per_batch
+        device = self.context.device
+        self.optimizer.zero_grad(set_to_none=True)
+        support_total = query_total = 0.0
+        drawn = []
+        for _ in range(episodes_per_batch):
+            batch = self.stream.next().to(device)
+            support_loss, query_loss = self.learner.episode_losses(self.state, batch)
+            value = float(query_loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"the query loss of episode {batch.tasks} is {value}")
+            (query_loss / episodes_per_batch).backward()
+            support_total += float(support_loss)
+            query_total += value
+            drawn.append(batch.tasks)
+        convs = backbone_conv_weights(self.context.model)
+        self.state.last_grads = {
+            name: w.grad.detach().clone() for name, w in convs.items() if w.grad is not None
+        }
+        self.optimizer.step()
+        self._outer_prox(convs)
+        return support_total / episodes_per_batch, query_total / episodes_per_batch, drawn
+
+    @torch.no_grad()
+    def _outer_prox(self, convs: Mapping[str, Tensor]) -> None:
+        """prox(w, α_out, λ) on Θ_meta's backbone convs, with λ from the updated ρ."""
+        if not self.state.prox_active:
+            return
+        assert self.state.penalty is not None
+        lam = self.lam()
+        step = self.optimizer.param_groups[0]["lr"]
+        for index, weight in enumerate(convs.values()):
+            self.state.penalty.prox_(weight, step, self.lam.for_layer(lam, index))
+
+    def run(self) -> TrainingHistory:
+        """All meta-steps, with validation every ``eval_every`` and early stopping."""
+        cfg, context = self.context.config, self.context
+        model, combiner = context.model, context.combiner
+        stopper = EarlyStopping(cfg.patience, [model, combiner, self.lam])
+        history = TrainingHistory()
+        history.extra = {"support_loss": [], "query_loss": []}
+        counts: Counter[str] = Counter()
+        model.train()
+        step = 0
+        for step in range(1, cfg.steps + 1):
+            support_loss, query_loss, drawn = self.meta_step()
+            counts.update("+".join(episode) for episode in drawn)
+            history.lam_history.append(self.lam.values())  # type: ignore[arg-type]
+            history.extra["support_loss"].append(support_loss)
+            history.extra["query_loss"].append(query_loss)
+            info = StepInfo(step, cfg.steps, query_loss, self.lam.mean())
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                val_loss, _ = evaluate(model, context.val, context.tasks, combiner, context.device)
+                stats = sparsity(model)
+                history.profile.append({
+                    "step": step, "train_loss": query_loss, "support_loss": support_loss,
+                    "val_loss": val_loss, "lam": self.lam.mean(), "group": stats["group"],
+                    "parameter": stats["parameter"],
+                })
+                stopper.update(step, val_loss)
+                info.val_loss = val_loss
+                info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
+            elif step % self.learner.config.log_every == 0:
+                stats = sparsity(model)
+                info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
+            context.on_step(info)
+            if stopper.should_stop:
+                history.stopped_early = True
+                break
+        history.extra["episode_counts"] = dict(sorted(counts.items()))
+        if cfg.patience is not None:
+            stopper.restore_best()
+            history.best_step = stopper.best_step
+        else:
+            history.best_step = step
+        history.extra["final_lam"] = self.lam.values()
+        return history
+
