@@ -3,7 +3,13 @@
 The public API: build experiments, list and create plugin components.
 """
 
-from sparsekit.config import ConfigError, ExperimentConfig, OptimizerConfig, load_config
+from sparsekit.config import (
+    ConfigError,
+    ExperimentConfig,
+    FinetuneConfig,
+    OptimizerConfig,
+    load_config,
+)
 from sparsekit.engine.compaction import compact
 from sparsekit.engine.experiment import Experiment
 from sparsekit.hookspecs import hookimpl
@@ -16,6 +22,7 @@ __all__ = [
     "ConfigError",
     "Experiment",
     "ExperimentConfig",
+    "FinetuneConfig",
     "OptimizerConfig",
     "PluginError",
     "PluginLoadWarning",

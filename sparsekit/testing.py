@@ -93,6 +93,9 @@ def check_loss_combiner(cls: type[Component], workdir: Path) -> None:
         assert total.ndim == 0 and torch.isfinite(total)
         total.backward()
         assert all(v.grad is not None and float(v.grad) > 0 for v in losses.values())
+    module.add_task("d")
+    total = module({"a": torch.tensor(1.0), "d": torch.tensor(2.0, requires_grad=True)})
+    assert total.ndim == 0 and torch.isfinite(total)
 
 
 def check_dataset(cls: type[Component], workdir: Path) -> None:

@@ -150,7 +150,9 @@ def _default_input(net: nn.Module) -> Tensor:
     first = next(m for m in net.backbone.modules() if isinstance(m, nn.Conv2d))
     weight = first.weight
     size = (1, first.in_channels, DEFAULT_TRACE_SIZE, DEFAULT_TRACE_SIZE)
-    return torch.randn(size, device=weight.device, dtype=weight.dtype)
+    # A private generator: compacting must not move the global random state of a run.
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(size, generator=gen, dtype=weight.dtype).to(weight.device)
 
 
 def _flat_outputs(outputs: Any) -> dict[str, Tensor]:

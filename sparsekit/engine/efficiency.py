@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -41,9 +42,11 @@ logger = logging.getLogger(__name__)
 #: Batch sizes, repeats, warm-up passes and threads of the measurement made for every result:
 #: cheap enough to add seconds, not minutes, to a run (the benchmarks measure more carefully).
 BATCH_SIZES = (1, 8)
-REPEATS = 3
+REPEATS = 5
 WARMUP = 1
 THREADS = 1
+#: Least duration of one timed sample: faster models are timed over several passes per sample.
+MIN_SAMPLE_S = 0.02
 #: Largest image side traced to find the channel dependencies when compacting.
 TRACE_SIZE = 64
 
@@ -63,8 +66,19 @@ def compression_ratio(model: nn.Module) -> float:
     return total / nonzero if nonzero else float("inf")
 
 
-def count_flops(module: nn.Module, example_input: Tensor) -> int:
-    """FLOPs of one forward pass of ``module`` on ``example_input``, by ``FlopCounterMode``."""
+def flop_counts(
+    module: nn.Module, example_input: Tensor, parts: Sequence[str] = ()
+) -> dict[str, int]:
+    """FLOPs of one forward pass of ``module`` on ``example_input``, by ``FlopCounterMode``.
+
+    Args:
+        module: the network (run in eval mode, restored afterwards).
+        example_input: its input batch.
+        parts: qualified names of submodules (e.g. ``"backbone"``) whose share to report too.
+
+    Returns:
+        ``{"": total FLOPs, part: FLOPs inside that submodule, ...}``, from a single pass.
+    """
     was_training = module.training
     module.eval()
     try:
@@ -72,12 +86,33 @@ def count_flops(module: nn.Module, example_input: Tensor) -> int:
             module(example_input)
     finally:
         module.train(was_training)
-    return int(counter.get_total_flops())
+    by_module = counter.get_flop_counts()
+    # The counter names submodules by their path under the root module's class name.
+    root = type(module).__name__
+    counts = {"": int(counter.get_total_flops())}
+    for part in parts:
+        counts[part] = int(sum(by_module.get(f"{root}.{part}", {}).values()))
+    return counts
+
+
+def count_flops(module: nn.Module, example_input: Tensor) -> int:
+    """Total FLOPs of one forward pass of ``module`` on ``example_input``."""
+    return flop_counts(module, example_input)[""]
 
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _timed_calls(model: nn.Module, x: Tensor, calls: int) -> float:
+    """Seconds per forward pass over ``calls`` back-to-back passes."""
+    _synchronize(x.device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        model(x)
+    _synchronize(x.device)
+    return (time.perf_counter() - start) / calls
 
 
 def measure_latency(
@@ -86,11 +121,15 @@ def measure_latency(
     repeats: int = REPEATS,
     warmup: int = WARMUP,
     threads: int | None = THREADS,
+    min_sample_s: float = MIN_SAMPLE_S,
 ) -> dict[str, float]:
     """Median forward latency (seconds) of each model on ``example_input``, timed interleaved.
 
     The models run in turn (a, b, a, b, ...) so that drifts of the machine's load hit them
-    alike; ``warmup`` untimed rounds come first.
+    alike; ``warmup`` untimed rounds come first. A first untimed pass per model also sizes its
+    samples: each timed sample averages as many back-to-back passes as the model needs to run for
+    ``min_sample_s``, so that millisecond-scale models are not timed at the resolution of the
+    scheduler's noise.
 
     Args:
         models: the models by label; each runs in eval mode and is restored afterwards.
@@ -99,9 +138,10 @@ def measure_latency(
         warmup: untimed rounds before them.
         threads: intra-op threads during the measurement (restored afterwards); None keeps the
             current setting.
+        min_sample_s: least duration of one timed sample.
 
     Returns:
-        ``{label: median seconds}``.
+        ``{label: median seconds per pass}``.
     """
     previous = torch.get_num_threads()
     flags = {label: m.training for label, m in models.items()}
@@ -112,19 +152,28 @@ def measure_latency(
         for model in models.values():
             model.eval()
         with torch.no_grad():
+            calls = {
+                label: max(
+                    1, math.ceil(min_sample_s / max(_timed_calls(m, example_input, 1), 1e-6))
+                )
+                for label, m in models.items()
+            }
             for round_index in range(warmup + repeats):
                 for label, model in models.items():
-                    _synchronize(example_input.device)
-                    start = time.perf_counter()
-                    model(example_input)
-                    _synchronize(example_input.device)
+                    seconds = _timed_calls(model, example_input, calls[label])
                     if round_index >= warmup:
-                        times[label].append(time.perf_counter() - start)
+                        times[label].append(seconds)
     finally:
         torch.set_num_threads(previous)
         for label, model in models.items():
             model.train(flags[label])
     return {label: statistics.median(ts) for label, ts in times.items()}
+
+
+def _random_input(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    # A private generator: measuring must not move the global random state of a run.
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=gen, dtype=dtype).to(device)
 
 
 def _parameters(module: nn.Module) -> int:
@@ -162,19 +211,20 @@ def measure_efficiency(
     if compact_model is None:
         # Channel dependencies do not depend on the image size, so a small image is traced.
         probe_shape = (*input_shape[:-2], *(min(s, TRACE_SIZE) for s in input_shape[-2:]))
-        probe = torch.randn(1, *probe_shape, device=device, dtype=dtype)
+        probe = _random_input((1, *probe_shape), device, dtype)
         compact_model = compact(model, probe)
-    one = torch.randn(1, *input_shape, device=device, dtype=dtype)
+    one = _random_input((1, *input_shape), device, dtype)
     total, nonzero = backbone_parameter_counts(model)
     compact_total, _ = backbone_parameter_counts(compact_model)
-    flops = {"dense": count_flops(model, one), "compact": count_flops(compact_model, one)}
-    backbone_flops = {
-        "dense": count_flops(model.backbone, one),  # type: ignore[arg-type]
-        "compact": count_flops(compact_model.backbone, one),  # type: ignore[arg-type]
+    counted = {
+        label: flop_counts(net, one, ["backbone"])
+        for label, net in (("dense", model), ("compact", compact_model))
     }
+    flops = {label: counts[""] for label, counts in counted.items()}
+    backbone_flops = {label: counts["backbone"] for label, counts in counted.items()}
     latency: dict[str, dict[str, float]] = {"dense": {}, "compact": {}}
     for batch in batch_sizes:
-        x = torch.randn(batch, *input_shape, device=device, dtype=dtype)
+        x = _random_input((batch, *input_shape), device, dtype)
         medians = measure_latency(
             {"dense": model, "compact": compact_model}, x, repeats, warmup, threads
         )
@@ -202,6 +252,7 @@ def measure_efficiency(
         "threads": threads if threads is not None else torch.get_num_threads(),
         "repeats": repeats,
         "warmup": warmup,
+        "min_sample_s": MIN_SAMPLE_S,
     }
 
 

@@ -79,6 +79,8 @@ class LearnedLambda(nn.Module):
             self.rho = nn.Parameter(rho)
         else:
             self.register_buffer("fixed", torch.full(shape, float(initial), dtype=dtype))
+        # A fixed λ is reported as configured, not as its rounded float32 copy.
+        self._fixed_value = None if learnable else float(initial)
 
     @property
     def per_layer(self) -> bool:
@@ -106,8 +108,12 @@ class LearnedLambda(nn.Module):
     def values(self) -> float | list[float]:
         """The current λ as plain numbers, for histories and reports."""
         lam = self().detach()
+        if self._fixed_value is not None:
+            return [self._fixed_value] * lam.numel() if lam.dim() == 1 else self._fixed_value
         return [float(v) for v in lam] if lam.dim() == 1 else float(lam)
 
     def mean(self) -> float:
         """The mean λ over layers (λ itself when shared), for one-number summaries."""
+        if self._fixed_value is not None:
+            return self._fixed_value
         return float(self().detach().mean())

@@ -32,6 +32,7 @@ from abc import abstractmethod
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -78,8 +79,12 @@ class MetaConfig(ComponentConfig):
     Attributes:
         inner_steps: κ, adaptation steps per episode.
         inner_lr: α_in, the step size of the inner SGD step and of the inner prox.
-        lam_lr: the outer learning rate of ρ; None uses ``config.optimizer.lr`` (α_out), as in
-            Algorithm 3, where Θ_meta and λ share α_out.
+        lam_lr: the outer learning rate of ρ (the outer optimiser of ``config.optimizer``, in its
+            own parameter group); None uses ``config.optimizer.lr`` (α_out), as Algorithm 3
+            does. The default is ten times the default α_out: each meta-step the outer prox
+            removes up to α_out·λ·√n_g of a group's norm while Adam moves ρ by about its
+            learning rate, so with a shared α_out λ cannot react before the backbone is zeroed
+            (see docs/meta_learning.md).
         episodes_per_batch: episodes whose query gradients are averaged per meta-step.
         batch_size: examples in each support batch and again in each query batch; None uses
             the experiment's ``batch_size``.
@@ -94,7 +99,7 @@ class MetaConfig(ComponentConfig):
 
     inner_steps: int = Field(1, ge=1)
     inner_lr: float = Field(0.05, gt=0)
-    lam_lr: float | None = Field(None, gt=0)
+    lam_lr: float | None = Field(0.01, gt=0)
     episodes_per_batch: int = Field(2, ge=1)
     batch_size: int | None = Field(16, ge=1)
     min_tasks: int = Field(1, ge=1)
@@ -228,6 +233,11 @@ class MetaLearner(Learner):
     Config = MetaConfig
     config: MetaConfig
 
+    @classmethod
+    def example_params(cls, workdir: Path) -> dict[str, Any]:
+        """Support and query batches of 4, so the contract suite's 24 training images suffice."""
+        return {"batch_size": 4}
+
     def wrap(self, model: MultiTaskNet) -> Any:
         """The object :meth:`adapt` clones from (``MetaState.wrapper``); None by default."""
         return None
@@ -259,7 +269,8 @@ class MetaTrainer:
 
     Raises:
         ConfigError: a learned λ without a penalty, the ``proxssi`` outer optimiser (its λ is on
-            another scale than the inner prox's), or mixed precision.
+            another scale than the inner prox's), mixed precision, episodes that do not fit the
+            tasks, or a training split too small for disjoint support and query batches.
     """
 
     def __init__(self, learner: MetaLearner, context: TrainingContext) -> None:
@@ -288,12 +299,15 @@ class MetaTrainer:
             regrowth=resolve_component("regrowth", options.regrowth),
             generator=context.generator, wrapper=learner.wrap(model),
         )
-        episodes = resolve_episodes(
-            [t.name for t in context.tasks], options.episodes, options.min_tasks
-        )
-        self.stream = EpisodeStream(
-            context.train, episodes, options.batch_size or cfg.batch_size, context.generator
-        )
+        try:
+            episodes = resolve_episodes(
+                [t.name for t in context.tasks], options.episodes, options.min_tasks
+            )
+            self.stream = EpisodeStream(
+                context.train, episodes, options.batch_size or cfg.batch_size, context.generator
+            )
+        except ValueError as exc:
+            raise ConfigError(f"learner {learner.name!r}: {exc}") from None
         self.optimizer = self._outer_optimizer()
 
     def _outer_optimizer(self) -> ProximalOptimizer:

@@ -15,4 +15,9 @@ class LossCombiner(Component):
 
     @abstractmethod
     def build(self, task_names: Sequence[str]) -> nn.Module:
-        """A module whose ``forward(losses)`` accepts the losses of any subset of ``task_names``."""
+        """A module whose ``forward(losses)`` accepts the losses of any subset of ``task_names``.
+
+        The module also implements ``add_task(name)``, which starts combining a task added after
+        training (fine-tuning on an unseen task); a module with learned weights gives the new
+        task its initial weight.
+        """

@@ -97,3 +97,62 @@ def plot_metrics_vs_efficiency(rows: Sequence[tuple[str, Any]], path: Path) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_lambda_and_sparsity(
+    lam_history: Sequence[float | Sequence[float]],
+    profile: Sequence[dict[str, float]],
+    path: Path,
+) -> None:
+    """λ over meta-training beside the backbone's sparsity profile (Meta-Sparsity, Fig. 6c).
+
+    Args:
+        lam_history: λ after every meta-step: a float, or one value per backbone layer (drawn as
+            thin lines around their mean).
+        profile: the evaluation rows (step, group and parameter sparsity).
+        path: the PNG to write.
+    """
+    fig, (ax_lam, ax_sparsity) = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps = list(range(1, len(lam_history) + 1))
+    per_layer = bool(lam_history) and not isinstance(lam_history[0], int | float)
+    if per_layer:
+        layers = list(zip(*lam_history, strict=True))  # type: ignore[misc]
+        for values in layers:
+            ax_lam.plot(steps, values, color="tab:red", alpha=0.25, linewidth=0.8)
+        means = [sum(v) / len(v) for v in lam_history]  # type: ignore[arg-type]
+        ax_lam.plot(steps, means, color="tab:red", label="mean over layers")
+        ax_lam.legend(loc="best")
+    else:
+        ax_lam.plot(steps, lam_history, color="tab:red")
+    ax_lam.set_xlabel("meta-step")
+    ax_lam.set_ylabel("λ")
+    ax_lam.set_title("λ over meta-training")
+    ax_lam.grid(alpha=0.3)
+    rows = [row["step"] for row in profile]
+    ax_sparsity.plot(rows, [100 * row["group"] for row in profile], label="group sparsity")
+    ax_sparsity.plot(rows, [100 * row["parameter"] for row in profile], label="parameter sparsity")
+    ax_sparsity.set_xlabel("meta-step")
+    ax_sparsity.set_ylabel("% of backbone")
+    ax_sparsity.set_ylim(0, 100)
+    ax_sparsity.set_title("Backbone sparsity")
+    ax_sparsity.grid(alpha=0.3)
+    ax_sparsity.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_meta_losses(support: Sequence[float], query: Sequence[float], path: Path) -> None:
+    """Meta-train (support, before adaptation) and query (after adaptation) loss per meta-step."""
+    steps = list(range(1, len(query) + 1))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, support, label="meta-train loss (support, before adaptation)", alpha=0.8)
+    ax.plot(steps, query, label="query loss (after adaptation)", alpha=0.8)
+    ax.set_xlabel("meta-step")
+    ax.set_ylabel("episode loss")
+    ax.set_title("Meta-training losses")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

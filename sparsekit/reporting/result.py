@@ -66,7 +66,12 @@ class Result:
 
     def save(self, directory: str | Path) -> Path:
         """Write config, results, checkpoint and plots into ``directory``."""
-        from sparsekit.reporting.plots import plot_layer_channels, plot_sparsity_profile
+        from sparsekit.reporting.plots import (
+            plot_lambda_and_sparsity,
+            plot_layer_channels,
+            plot_meta_losses,
+            plot_sparsity_profile,
+        )
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -81,6 +86,14 @@ class Result:
             plot_sparsity_profile(self.profile, directory / "sparsity_profile.png")
         if self.layers:
             plot_layer_channels(self.layers, directory / "active_channels.png")
+        if self.lam_history:
+            plot_lambda_and_sparsity(
+                self.lam_history, self.profile, directory / "lambda_sparsity.png"
+            )
+        if "query_loss" in self.extra and "support_loss" in self.extra:
+            plot_meta_losses(
+                self.extra["support_loss"], self.extra["query_loss"], directory / "meta_losses.png"
+            )
         return directory
 
     @classmethod

@@ -97,8 +97,10 @@ class Sleeper(nn.Module):
     def __init__(self, seconds: float) -> None:
         super().__init__()
         self.seconds = seconds
+        self.calls = 0
 
     def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
         time.sleep(self.seconds)
         return x
 
@@ -110,6 +112,14 @@ def test_latency_is_a_median_of_interleaved_runs_and_threads_are_restored() -> N
     )
     assert medians["slow"] >= 0.02 > medians["fast"]
     assert torch.get_num_threads() == threads
+
+
+def test_fast_models_are_timed_over_several_passes_per_sample() -> None:
+    model = Sleeper(0.002)
+    median = measure_latency({"m": model}, torch.zeros(1), repeats=3, warmup=1, min_sample_s=0.1)
+    # One sizing pass, then 4 samples of at least 0.1 s made of ~2 ms passes: many per sample.
+    assert model.calls > 1 + 4 * 2
+    assert 0.002 <= median["m"] < 0.1
 
 
 def test_measured_speedup_is_the_latency_ratio_at_the_largest_batch() -> None:
@@ -165,3 +175,10 @@ def test_every_result_carries_efficiency_in_tables_files_and_plots(tmp_path, cap
     assert main(["report", *map(str, dirs), "--plot", str(plot)]) == 0
     assert "CR" in capsys.readouterr().out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_measuring_leaves_the_global_random_state_alone() -> None:
+    model = tiny_multitask(conv2_zero_groups=[1])
+    state = torch.get_rng_state()
+    measure_efficiency(model, (3, 8, 8), batch_sizes=(1,), repeats=1, warmup=0)
+    assert torch.equal(torch.get_rng_state(), state)

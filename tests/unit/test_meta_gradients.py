@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from sparsekit.config import build_config
+from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
 from sparsekit.engine.components import resolve_component
 from sparsekit.engine.episodes import EpisodeBatch
 from sparsekit.engine.learned_lambda import (
@@ -24,7 +26,8 @@ from sparsekit.engine.learned_lambda import (
     draw_initial_lambda,
     inverse_softplus,
 )
-from sparsekit.engine.meta import MetaState
+from sparsekit.engine.meta import MetaState, MetaTrainer
+from sparsekit.interfaces import TrainingContext
 from sparsekit.models import MultiTaskNet
 from sparsekit.tasks import AttributeTask, SegmentationTask
 from sparsekit_plugins.learners.anil import ANILLearner
@@ -45,7 +48,7 @@ LAM = 0.9
 
 
 def tiny_model() -> MultiTaskNet:
-    """Two 3×3 convs with BatchNorm and tanh, a 1×1 segmentation head and a pooled attribute head."""
+    """Two 3×3 convs with BatchNorm and tanh; a 1×1 segmentation head, a pooled attribute head."""
     torch.manual_seed(0)
     backbone = nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.Tanh(),
@@ -113,7 +116,9 @@ def soft_threshold(weight: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
     return weight * scale[None, :, None, None], (norms - tau * root_n).detach()
 
 
-def combined_loss(outputs: dict[str, Tensor], targets: dict[str, Tensor], log_vars: Tensor) -> Tensor:
+def combined_loss(
+    outputs: dict[str, Tensor], targets: dict[str, Tensor], log_vars: Tensor
+) -> Tensor:
     total = log_vars.new_zeros(())
     for index, name in enumerate(EPISODE):
         loss = TASKS[name].loss(outputs[name], targets[name])
@@ -148,7 +153,8 @@ def reference(state: MetaState, batch: EpisodeBatch, *, anil: bool = False,
         loss = combined_loss(functional_call(net, params, (images,)), targets, log_vars)
         names = [n for n in params if n.startswith("heads.") or not anil]
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=not first_order)
-        params = {**params, **{n: params[n] - INNER_LR * g for n, g in zip(names, grads)}}
+        stepped = {n: params[n] - INNER_LR * g for n, g in zip(names, grads, strict=True)}
+        params = {**params, **stepped}
         if not anil:
             params = prox_all(params)
     images, targets = batch.query
@@ -249,8 +255,9 @@ def test_softplus_parametrisation():
     for beta in (0.5, 1.0, 4.0):
         for value in (1e-3, 0.1, 0.7, 30.0):
             lam = LearnedLambda(value, beta=beta, dtype=torch.float64)
-            assert float(lam()) == pytest.approx(value, rel=1e-12)
-            assert float(lam.rho) == pytest.approx(inverse_softplus(value, beta), rel=1e-12)
+            assert lam.values() == pytest.approx(value, rel=1e-12)
+            rho = float(lam.rho.detach())
+            assert rho == pytest.approx(inverse_softplus(value, beta), rel=1e-12)
     lam = LearnedLambda(0.5, layers=3)
     with torch.no_grad():
         lam.rho.copy_(torch.tensor([-50.0, 0.0, 50.0]))
@@ -276,3 +283,52 @@ def test_softplus_matches_torch_reference():
         lam.rho.copy_(rho)
     torch.testing.assert_close(lam(), torch.log1p(torch.exp(1.5 * rho)) / 1.5)
     torch.testing.assert_close(lam(), F.softplus(rho, beta=1.5))
+
+
+# --- BatchNorm: running statistics come from support batches only ------------------------------
+
+
+def tiny_context(lam: float) -> TrainingContext:
+    gen = torch.Generator().manual_seed(5)
+    n = 16
+    train = MultiTaskTensorDataset(
+        torch.randn(n, 3, 6, 6, generator=gen, dtype=torch.float64),
+        {"seg": torch.randint(0, 3, (n, 6, 6), generator=gen),
+         "attr": torch.randint(0, 2, (n,), generator=gen).double()},
+    )
+    model = tiny_model()
+    combiner = UncertaintyWeighting(list(TASKS), 0.0).double()
+    config = build_config({"lam": lam, "steps": 1, "batch_size": 4, "device": "cpu"})
+    return TrainingContext(
+        model=model, tasks=list(TASKS.values()), train=train, val=train,
+        penalty=GroupLassoPenalty(), lam=lam, combiner=combiner, config=config,
+        device=torch.device("cpu"), generator=torch.Generator().manual_seed(3),
+    )
+
+
+def bn_buffers(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.clone() for k, v in model.named_buffers()}
+
+
+@pytest.mark.parametrize("learner_cls", [MAMLLearner, FOMAMLLearner, ANILLearner])
+def test_running_statistics_come_from_support_batches_only(learner_cls):
+    learner = learner_cls(inner_lr=INNER_LR, episodes_per_batch=3, batch_size=4)
+    context = tiny_context(lam=0.0)
+    trainer = MetaTrainer(learner, context)
+    before = copy.deepcopy(context.model)
+    drawn: list[EpisodeBatch] = []
+    draw = trainer.stream.next
+    trainer.stream.next = lambda: drawn.append(draw()) or drawn[-1]
+    history = trainer.run()  # one meta-step, then a validation pass in eval mode
+    assert len(drawn) == 3 and len(history.profile) == 1
+    support_only, with_query = copy.deepcopy(before), copy.deepcopy(before)
+    with torch.no_grad():
+        for batch in drawn:
+            support_only(batch.support[0], list(batch.tasks))
+            with_query(batch.support[0], list(batch.tasks))
+            with_query(batch.query[0], list(batch.tasks))
+    got, expected, leaked = (bn_buffers(m) for m in (context.model, support_only, with_query))
+    assert set(got) == set(expected)
+    for name in got:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-12, atol=1e-12, msg=name)
+    assert any(not torch.allclose(got[k], leaked[k]) for k in got if "running_mean" in k)
