@@ -52,11 +52,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def build_step(kind: str) -> Callable[[], None]:
     """A closure taking one training step of learner ``kind`` (a meta-step for meta-learners)."""
     meta = kind != "mtl"
-    cfg = build_config({
-        "dataset": {"name": "shapes", "n_train": N_TRAIN, "n_val": 8, "n_test": 8},
-        "tasks": TASKS, "learner": kind, "lam": "learned" if meta else FIXED_LAM,
-        "device": "cpu",
-    })
+    cfg = build_config(
+        {
+            "dataset": {"name": "shapes", "n_train": N_TRAIN, "n_val": 8, "n_test": 8},
+            "tasks": TASKS,
+            "learner": kind,
+            "lam": "learned" if meta else FIXED_LAM,
+            "device": "cpu",
+        }
+    )
     generator = seed_everything(0)
     provider = resolve_component("dataset", cfg.dataset)
     tasks = provider.select_tasks(cfg.tasks)
@@ -66,8 +70,16 @@ def build_step(kind: str) -> Callable[[], None]:
     penalty = resolve_component("penalty", cfg.penalty)
     if meta:
         context = TrainingContext(
-            model=model, tasks=tasks, train=train, val=train, penalty=penalty, lam=0.5,
-            combiner=combiner, config=cfg, device=torch.device("cpu"), generator=generator,
+            model=model,
+            tasks=tasks,
+            train=train,
+            val=train,
+            penalty=penalty,
+            lam=0.5,
+            combiner=combiner,
+            config=cfg,
+            device=torch.device("cpu"),
+            generator=generator,
         )
         model.train()
         trainer = MetaTrainer(resolve_component("learner", cfg.learner), context)
@@ -78,10 +90,14 @@ def build_step(kind: str) -> Callable[[], None]:
         return meta_step
     optimizer = ProximalOptimizer(
         list(model.parameters()) + list(combiner.parameters()),
-        list(backbone_conv_weights(model).values()), penalty, FIXED_LAM, cfg.optimizer,
+        list(backbone_conv_weights(model).values()),
+        penalty,
+        FIXED_LAM,
+        cfg.optimizer,
     )
-    batches = cycle(make_loader(train, cfg.batch_size, shuffle=True, generator=generator,
-                                drop_last=True))
+    batches = cycle(
+        make_loader(train, cfg.batch_size, shuffle=True, generator=generator, drop_last=True)
+    )
     model.train()
 
     def mtl_step() -> None:
@@ -125,7 +141,11 @@ def peak_memory(kind: str) -> dict[str, Any]:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONWARNINGS": "ignore"}
     code = f"from benchmarks.bench_meta import memory_child; memory_child({kind!r})"
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -146,7 +166,8 @@ def run() -> dict[str, Any]:
     medians = {kind: statistics.median(values) for kind, values in times.items()}
     memory = {kind: peak_memory(kind) for kind in KINDS}
     result: dict[str, Any] = {
-        "threads": torch.get_num_threads(), "repeats": REPEATS,
+        "threads": torch.get_num_threads(),
+        "repeats": REPEATS,
         "memory_method": memory["mtl"]["method"],
     }
     for kind in KINDS:

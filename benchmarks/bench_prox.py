@@ -21,8 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from sparsekit_plugins.penalties.group_lasso import GroupLassoPenalty
 from torch import Tensor
+
+from sparsekit_plugins.penalties.group_lasso import GroupLassoPenalty
 
 THREADS = 1
 REPEATS = 7

@@ -103,8 +103,10 @@ def cmd_compact(args: argparse.Namespace) -> int:
     for label, model in (("masked", dense), ("compact", small)):
         total = sum(p.numel() for p in model.parameters())
         backbone, nonzero = backbone_parameter_counts(model)
-        print(f"{label:<8} parameters: {total:>12,}  backbone conv weights: {backbone:>12,} "
-              f"({nonzero:,} non-zero)")
+        print(
+            f"{label:<8} parameters: {total:>12,}  backbone conv weights: {backbone:>12,} "
+            f"({nonzero:,} non-zero)"
+        )
     print(f"compact model written to {path}")
     return 0
 
@@ -114,33 +116,57 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment from a YAML config")
     run.add_argument("config", help="YAML file of ExperimentConfig fields")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a config field (dotted keys for nested fields); repeatable")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field (dotted keys for nested fields); repeatable",
+    )
     run.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
     run.set_defaults(func=cmd_run)
     finetune = sub.add_parser(
         "finetune", help="fine-tune a trained run (meta-testing), optionally on unseen tasks"
     )
     finetune.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with a model.pt")
-    finetune.add_argument("--add-task", action="append", metavar="TASK",
-                          help="an unseen task of the data set to add with a new head; repeatable")
-    finetune.add_argument("--task", action="append", metavar="TASK",
-                          help="a trained task to fine-tune (default: see docs); repeatable")
-    finetune.add_argument("--mode", choices=("head", "all"), default="all",
-                          help="head: train only the fine-tuned heads; all: the backbone too")
+    finetune.add_argument(
+        "--add-task",
+        action="append",
+        metavar="TASK",
+        help="an unseen task of the data set to add with a new head; repeatable",
+    )
+    finetune.add_argument(
+        "--task",
+        action="append",
+        metavar="TASK",
+        help="a trained task to fine-tune (default: see docs); repeatable",
+    )
+    finetune.add_argument(
+        "--mode",
+        choices=("head", "all"),
+        default="all",
+        help="head: train only the fine-tuned heads; all: the backbone too",
+    )
     finetune.add_argument("--steps", type=int, help="fine-tuning steps")
-    finetune.add_argument("--set", action="append", metavar="KEY=VALUE",
-                          help="a FinetuneConfig field (e.g. optimizer.lr=0.01); repeatable")
-    finetune.add_argument("--run-dir", dest="out",
-                          help="where to write the fine-tuned run (default RUN_DIR/finetune)")
+    finetune.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a FinetuneConfig field (e.g. optimizer.lr=0.01); repeatable",
+    )
+    finetune.add_argument(
+        "--run-dir", dest="out", help="where to write the fine-tuned run (default RUN_DIR/finetune)"
+    )
     finetune.set_defaults(func=cmd_finetune)
     plugins = sub.add_parser("plugins", help="list the registered plugins")
     plugins.add_argument("--kind", help="only this kind (penalty, learner, ...)")
     plugins.set_defaults(func=cmd_plugins)
     report = sub.add_parser("report", help="metrics table of one or more run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    report.add_argument("--plot", metavar="OUT.png",
-                        help="also plot every task metric against CR and measured speed-up")
+    report.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="also plot every task metric against CR and measured speed-up",
+    )
     report.set_defaults(func=cmd_report)
     compact = sub.add_parser(
         "compact", help="remove a run's zeroed channels; writes RUN_DIR/compact.pt"

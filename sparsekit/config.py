@@ -71,9 +71,11 @@ class FinetuneConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str | None) -> str | None:
-        if value is not None and value != "auto" and value.split(":")[0] not in {
-            "cpu", "cuda", "mps"
-        }:
+        if (
+            value is not None
+            and value != "auto"
+            and value.split(":")[0] not in {"cpu", "cuda", "mps"}
+        ):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {value!r}")
         return value
 
@@ -108,8 +110,8 @@ class ExperimentConfig(StrictModel):
     model: ComponentSpec = "small_resnet"
     penalty: ComponentSpec | None = "group_lasso"
     lam: float | Literal["learned"] = Field(
-        1e-4, description="penalty strength λ (≥ 0), or 'learned' to meta-learn it (maml, fomaml, "
-        "anil)"
+        1e-4,
+        description="penalty strength λ (≥ 0), or 'learned' to meta-learn it (maml, fomaml, anil)",
     )
     lam_init: tuple[float, float] = Field(
         (0.1, 1.0), description="a learned λ starts at λ₀ ~ U(low, high), drawn with the seed"
@@ -171,8 +173,9 @@ class ExperimentConfig(StrictModel):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-safe dict (component instances become their ``spec()``)."""
-        data = self.model_dump(mode="json", exclude={"dataset", "model", "penalty", "learner",
-                                                     "loss_combiner"})
+        data = self.model_dump(
+            mode="json", exclude={"dataset", "model", "penalty", "learner", "loss_combiner"}
+        )
         for key in ("dataset", "model", "penalty", "learner", "loss_combiner"):
             value = getattr(self, key)
             data[key] = value.spec() if hasattr(value, "spec") else value
@@ -236,7 +239,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}"
+        )
     return data
 
 

@@ -153,13 +153,20 @@ def check_learner(cls: type[Component], workdir: Path) -> None:
     def run() -> Any:
         return Experiment(
             dataset={"name": "shapes", "n_train": 24, "n_val": 8, "n_test": 8, "image_size": 16},
-            tasks=["segmentation", "depth"], learner={"name": cls.name, **cls.example_params(workdir)},
-            lam=0.05, steps=4, batch_size=8, eval_every=2, device="cpu", seed=3,
+            tasks=["segmentation", "depth"],
+            learner={"name": cls.name, **cls.example_params(workdir)},
+            lam=0.05,
+            steps=4,
+            batch_size=8,
+            eval_every=2,
+            device="cpu",
+            seed=3,
         ).run()
 
     first, second = run(), run()
-    assert first.profile and all(torch.isfinite(torch.tensor(list(r.values()))).all()
-                                 for r in first.profile)
+    assert first.profile and all(
+        torch.isfinite(torch.tensor(list(r.values()))).all() for r in first.profile
+    )
     assert first.metrics == second.metrics
 
 
@@ -183,8 +190,10 @@ def check_regrowth(cls: type[Component], workdir: Path) -> None:
     A policy may refuse ``grads=None`` with a ValueError; if it accepts it, the same holds.
     """
     policy = make_instance(cls, workdir)
-    grads = {n: torch.randn(w.shape, generator=torch.Generator().manual_seed(2), dtype=w.dtype)
-             for n, w in _sparse_conv_weights().items()}
+    grads = {
+        n: torch.randn(w.shape, generator=torch.Generator().manual_seed(2), dtype=w.dtype)
+        for n, w in _sparse_conv_weights().items()
+    }
     runs = []
     for grads_given in (grads, grads, None):
         before, weights = _sparse_conv_weights(), _sparse_conv_weights()

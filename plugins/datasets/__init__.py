@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from sparsekit.hookspecs import Register, hookimpl
 from sparsekit_plugins.datasets.celeba import CelebAMaskHQProvider
 from sparsekit_plugins.datasets.digits import DigitsProvider
 from sparsekit_plugins.datasets.nyuv2 import NYUv2Provider
 from sparsekit_plugins.datasets.shapes import ShapesProvider
-
-from sparsekit.hookspecs import Register, hookimpl
 
 __all__ = [
     "CelebAMaskHQProvider",

@@ -192,7 +192,7 @@ class ShapesProvider(DatasetProvider):
             EdgeTask("edges"),
         ]
 
-    def split_seed(self, split: str) -> int:
+    def seed_for(self, split: str) -> int:
         """The seed of ``split``: an independent stream spawned from ``seed`` per split."""
         sequence = np.random.SeedSequence([self.config.seed, SPLITS.index(split)])
         return int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
@@ -203,7 +203,7 @@ class ShapesProvider(DatasetProvider):
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if split not in self._renders:
             cfg = self.config
-            gen = torch.Generator().manual_seed(self.split_seed(split))
+            gen = torch.Generator().manual_seed(self.seed_for(split))
             fov = math.radians(cfg.fov_degrees)
             n = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}[split]
             scenes = sample_scenes(n, gen, cfg.n_objects, cfg.side_walls, fov)

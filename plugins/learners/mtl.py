@@ -60,8 +60,13 @@ class MTLLearner(Learner):
         )
         scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
         loader = make_loader(
-            context.train, cfg.batch_size, shuffle=True, generator=context.generator,
-            pin_memory=pin, num_workers=cfg.num_workers, drop_last=True,
+            context.train,
+            cfg.batch_size,
+            shuffle=True,
+            generator=context.generator,
+            pin_memory=pin,
+            num_workers=cfg.num_workers,
+            drop_last=True,
         )
         batches = cycle(loader)
         stopper = EarlyStopping(cfg.patience, [model, context.combiner])
@@ -85,11 +90,16 @@ class MTLLearner(Learner):
                     model, context.val, context.tasks, context.combiner, device, non_blocking=pin
                 )
                 stats = sparsity(model)
-                history.profile.append({
-                    "step": step, "train_loss": loss_value, "val_loss": val_loss,
-                    "lam": float(context.lam), "group": stats["group"],
-                    "parameter": stats["parameter"],
-                })
+                history.profile.append(
+                    {
+                        "step": step,
+                        "train_loss": loss_value,
+                        "val_loss": val_loss,
+                        "lam": float(context.lam),
+                        "group": stats["group"],
+                        "parameter": stats["parameter"],
+                    }
+                )
                 stopper.update(step, val_loss)
                 info.val_loss = val_loss
                 info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, field_validator
 from torch import nn
-from torchvision.models import resnet50
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from sparsekit.interfaces import ComponentConfig, ModelBuilder
 from sparsekit.models.heads import ImageHead, assemble_multitask_net, check_tasks
@@ -54,6 +52,8 @@ def resnet50_backbone(
         An ``nn.Sequential`` mapping ``[B, in_channels, H, W]`` to the layer4 features
         ``[B, 2048, h, w]``.
     """
+    from torchvision.models import resnet50  # torchvision loads in ~1.5 s: only when used
+
     net = resnet50(weights=None, replace_stride_with_dilation=list(replace_stride_with_dilation))
     if in_channels != 3:
         stem = net.conv1
@@ -145,6 +145,8 @@ class ResNet50DeepLabBuilder(ModelBuilder):
             ValueError: a task level other than ``"pixel"`` or ``"image"``.
         """
         if task.level == "pixel":
+            from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
             return DeepLabHead(backbone_channels, task.out_channels, self.config.atrous_rates)
         if task.level == "image":
             return ImageHead(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from sparsekit.hookspecs import Register, hookimpl
 from sparsekit_plugins.penalties.group_lasso import GroupLassoPenalty
 from sparsekit_plugins.penalties.l1 import L1Penalty
-
-from sparsekit.hookspecs import Register, hookimpl
 
 __all__ = ["GroupLassoPenalty", "L1Penalty", "sparsekit_register_penalties"]
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 #: Largest intensity in the raw images.
@@ -42,6 +40,8 @@ class Digits:
 
 def load_upsampled_digits(image_size: int) -> Digits:
     """All 1797 digits, upsampled bilinearly (half-pixel centres) to ``image_size`` squared."""
+    from sklearn.datasets import load_digits  # scikit-learn is imported only when digits are used
+
     raw = load_digits()
     images = torch.from_numpy(raw.images.astype(np.float32) / MAX_INTENSITY)[:, None]
     if image_size != images.shape[-1]:
@@ -91,6 +91,8 @@ def stratified_split(labels: Tensor, seed: int) -> dict[str, Tensor]:
     Returns:
         Sorted int64 index tensors keyed ``train``, ``val`` and ``test``.
     """
+    from sklearn.model_selection import train_test_split  # imported only when digits are used
+
     y = labels.cpu().numpy()
     everything = np.arange(len(y))
     train, rest = train_test_split(everything, test_size=0.4, stratify=y, random_state=seed)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -129,41 +129,40 @@ class SceneBatch:
         """Scenes ``start`` to ``stop`` (views, no copies)."""
         return SceneBatch(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
 
+    def to(self, device: torch.device | str) -> SceneBatch:
+        """The same scenes on ``device``."""
+        return SceneBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
     @classmethod
     def from_scenes(cls, scenes: Sequence[Scene], dtype: torch.dtype = torch.float64) -> SceneBatch:
         """Stack explicit scenes, padding with empty slots to the largest object count."""
         k = max(1, *(len(s.objects) for s in scenes))
+        filler = SceneObject("sphere", 0.0, 1.0, (1.0, 1.0, 1.0), colour=(0.0, 0.0, 0.0))
+        rows = [list(s.objects) + [filler] * (k - len(s.objects)) for s in scenes]
 
-        def pad(values: list[list[object]], fill: object) -> list[list[object]]:
-            return [v + [fill] * (k - len(v)) for v in values]
+        def floats(values: list[Any]) -> Tensor:
+            return torch.tensor(values, dtype=dtype)
 
-        objs = [list(s.objects) for s in scenes]
-        light = torch.tensor([s.light for s in scenes], dtype=dtype)
+        light = floats([s.light for s in scenes])
         return cls(
-            camera_height=torch.tensor([s.camera_height for s in scenes], dtype=dtype),
-            pitch=torch.tensor([s.pitch for s in scenes], dtype=dtype),
-            back_wall=torch.tensor([s.back_wall for s in scenes], dtype=dtype),
-            half_width=torch.tensor(
-                [math.inf if s.half_width is None else s.half_width for s in scenes], dtype=dtype
-            ),
+            camera_height=floats([s.camera_height for s in scenes]),
+            pitch=floats([s.pitch for s in scenes]),
+            back_wall=floats([s.back_wall for s in scenes]),
+            half_width=floats([math.inf if s.half_width is None else s.half_width for s in scenes]),
             light=light / light.norm(dim=-1, keepdim=True),
-            ambient=torch.tensor([s.ambient for s in scenes], dtype=dtype),
-            surface_colour=torch.tensor(
-                [[s.floor_colour, s.wall_colour] for s in scenes], dtype=dtype
+            ambient=floats([s.ambient for s in scenes]),
+            surface_colour=floats([[s.floor_colour, s.wall_colour] for s in scenes]),
+            kind=torch.tensor(
+                [
+                    [_KINDS[o.kind] for o in s.objects] + [EMPTY] * (k - len(s.objects))
+                    for s in scenes
+                ]
             ),
-            kind=torch.tensor(pad([[_KINDS[o.kind] for o in v] for v in objs], EMPTY)),
-            centre=torch.tensor(
-                pad([[(o.x, o.size[1], o.z) for o in v] for v in objs], (0.0, 1.0, 1.0)),
-                dtype=dtype,
-            ),
-            size=torch.tensor(pad([[o.size for o in v] for v in objs], (1.0,) * 3), dtype=dtype),
-            yaw=torch.tensor(pad([[o.yaw for o in v] for v in objs], 0.0), dtype=dtype),
-            colour=torch.tensor(
-                pad(
-                    [[o.colour or BASE_COLOURS[_KINDS[o.kind]] for o in v] for v in objs],
-                    (0.0,) * 3,
-                ),
-                dtype=dtype,
+            centre=floats([[(o.x, o.size[1], o.z) for o in row] for row in rows]),
+            size=floats([[o.size for o in row] for row in rows]),
+            yaw=floats([[o.yaw for o in row] for row in rows]),
+            colour=floats(
+                [[o.colour or BASE_COLOURS[_KINDS[o.kind]] for o in row] for row in rows]
             ),
         )
 
@@ -190,16 +189,22 @@ class Rendering:
     edges: Tensor
 
 
-def camera_rays(image_size: int, fov: float, dtype: torch.dtype = torch.float64) -> Tensor:
+def camera_rays(
+    image_size: int,
+    fov: float,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | None = None,
+) -> Tensor:
     """Camera-frame ray directions ``[H·W, 3]`` through the pixel centres, scaled to ``z = 1``.
 
     Args:
         image_size: the square image's side ``S``; pixel ``(i, j)`` has centre ``(j + ½, i + ½)``.
         fov: the full field of view in radians (horizontal and vertical).
         dtype: floating dtype of the result.
+        device: device of the result (the default device when None).
     """
     focal = (image_size / 2) / math.tan(fov / 2)
-    coords = (torch.arange(image_size, dtype=dtype) + 0.5 - image_size / 2) / focal
+    coords = (torch.arange(image_size, dtype=dtype, device=device) + 0.5 - image_size / 2) / focal
     y, x = torch.meshgrid(coords, coords, indexing="ij")
     return torch.stack([x, y, torch.ones_like(x)], dim=-1).reshape(-1, 3)
 
@@ -342,7 +347,9 @@ def _cast(origin: Tensor, dirs: Tensor, scenes: SceneBatch) -> _Hit:
 def _surface_normals(point: Tensor, hit: _Hit, slots: _HitSlots) -> Tensor:
     """``[N, P, 3]`` unit world normals at the hit points."""
     planes = torch.tensor(
-        [[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], dtype=point.dtype
+        [[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]],
+        dtype=point.dtype,
+        device=point.device,
     )
     rel = point - slots.centre
     sphere = rel / slots.size[..., :1]
@@ -350,7 +357,7 @@ def _surface_normals(point: Tensor, hit: _Hit, slots: _HitSlots) -> Tensor:
     box = _rotate_y(axis_normal * (2 * (hit.face % 2) - 1)[..., None], slots.yaw)
     up = torch.zeros_like(rel)
     up[..., 1] = 1.0
-    radial = rel * torch.tensor([1.0, 0.0, 1.0], dtype=point.dtype) / slots.size[..., :1]
+    radial = rel * rel.new_tensor([1.0, 0.0, 1.0]) / slots.size[..., :1]
     cylinder = torch.where((hit.face == 1)[..., None], up, radial)
     kind = slots.kind[..., None]
     normal = torch.where(kind == SPHERE, sphere, torch.where(kind == BOX, box, cylinder))
@@ -362,7 +369,7 @@ def _surface_normals(point: Tensor, hit: _Hit, slots: _HitSlots) -> Tensor:
 
 def _instance_classes(scenes: SceneBatch) -> Tensor:
     """``[N, 4 + K]`` class of every surface id."""
-    surfaces = torch.tensor([FLOOR, WALL, WALL, WALL]).expand(len(scenes), -1)
+    surfaces = scenes.kind.new_tensor([FLOOR, WALL, WALL, WALL]).expand(len(scenes), -1)
     return torch.cat([surfaces, scenes.kind], dim=1)
 
 
@@ -424,9 +431,9 @@ def render(scenes: SceneBatch, image_size: int, fov: float = math.radians(60.0))
 def _render_chunk(scenes: SceneBatch, image_size: int, fov: float) -> Rendering:
     n = len(scenes)
     basis = camera_basis(scenes.pitch)
-    rays_cam = camera_rays(image_size, fov, scenes.pitch.dtype)
+    rays_cam = camera_rays(image_size, fov, scenes.pitch.dtype, scenes.pitch.device)
     dirs = torch.einsum("nca,pc->npa", basis, rays_cam)  # world directions, as M is orthogonal
-    origin = torch.zeros(n, 3, dtype=dirs.dtype)
+    origin = dirs.new_zeros(n, 3)
     origin[:, 1] = scenes.camera_height
     hit = _cast(origin, dirs, scenes)
     if not torch.isfinite(hit.t).all():

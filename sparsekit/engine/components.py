@@ -39,8 +39,10 @@ def resolve_component(kind: str, spec: Any) -> Any:
     if interface is not None and isinstance(spec, interface):
         return spec
     if hasattr(spec, "spec"):
-        raise ConfigError(f"{kind} must be a {interface.__name__ if interface else kind}, "
-                          f"got {type(spec).__name__}")
+        raise ConfigError(
+            f"{kind} must be a {interface.__name__ if interface else kind}, "
+            f"got {type(spec).__name__}"
+        )
     params = dict(spec)
     name = params.pop("name")
     cls = get_registry().get(kind, name)

@@ -90,9 +90,7 @@ def resolve_episodes(
                 f"an episode is a non-empty list of distinct tasks, got {list(episode)}"
             )
         if len(episode) < min_tasks:
-            raise ValueError(
-                f"episode {list(episode)} has fewer than min_tasks={min_tasks} tasks"
-            )
+            raise ValueError(f"episode {list(episode)} has fewer than min_tasks={min_tasks} tasks")
         canonical = tuple(sorted(episode, key=order.__getitem__))
         if canonical in resolved:
             raise ValueError(f"episode {list(episode)} is listed twice")
@@ -128,7 +126,10 @@ class EpisodeBatch:
             return images.to(device), {k: v.to(device) for k, v in targets.items()}
 
         return EpisodeBatch(
-            self.tasks, move(self.support), move(self.query), self.support_indices,
+            self.tasks,
+            move(self.support),
+            move(self.query),
+            self.support_indices,
             self.query_indices,
         )
 

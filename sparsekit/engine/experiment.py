@@ -141,20 +141,30 @@ class Experiment:
         device = resolve_device(cfg.device)
         if cfg.amp and device.type != "cuda":
             raise ConfigError("amp (mixed precision) needs a CUDA device; set amp: false")
+        # Every component is resolved before any data is loaded, so a bad name fails at once.
         learner = resolve_component("learner", cfg.learner)
         lam = initial_lambda(cfg, learner, generator)
         provider = resolve_component("dataset", cfg.dataset)
+        builder = resolve_component("model", cfg.model)
+        combiner_factory = resolve_component("loss_combiner", cfg.loss_combiner)
+        penalty = resolve_component("penalty", cfg.penalty) if cfg.penalty is not None else None
         tasks = provider.select_tasks(cfg.tasks)
         names = [t.name for t in tasks]
         splits = {split: provider.load(split, names) for split in ("train", "val", "test")}
-        builder = resolve_component("model", cfg.model)
         model = builder.build(tasks, provider.in_channels).to(device)
-        combiner = resolve_component("loss_combiner", cfg.loss_combiner).build(names).to(device)
-        penalty = resolve_component("penalty", cfg.penalty) if cfg.penalty is not None else None
+        combiner = combiner_factory.build(names).to(device)
         channels_before = layer_channels(model)
         context = TrainingContext(
-            model=model, tasks=tasks, train=splits["train"], val=splits["val"], penalty=penalty,
-            lam=lam, combiner=combiner, config=cfg, device=device, generator=generator,
+            model=model,
+            tasks=tasks,
+            train=splits["train"],
+            val=splits["val"],
+            penalty=penalty,
+            lam=lam,
+            combiner=combiner,
+            config=cfg,
+            device=device,
+            generator=generator,
             on_step=on_step,
         )
         data_ready = time.perf_counter()
@@ -171,8 +181,12 @@ class Experiment:
             metric_directions={t.name: dict(t.metrics) for t in tasks},
             sparsity=sparsity(model),
             layers=[
-                {"name": row.name, "total": row.total, "active_before": row.active,
-                 "active_after": after[row.name].active}
+                {
+                    "name": row.name,
+                    "total": row.total,
+                    "active_before": row.active,
+                    "active_after": after[row.name].active,
+                }
                 for row in channels_before
             ],
             profile=history.profile,

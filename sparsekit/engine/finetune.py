@@ -217,8 +217,12 @@ def _validate(
     info.val_loss = val_loss
     info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
     return {
-        "step": info.step, "train_loss": info.loss, "val_loss": val_loss, "lam": 0.0,
-        "group": stats["group"], "parameter": stats["parameter"],
+        "step": info.step,
+        "train_loss": info.loss,
+        "val_loss": val_loss,
+        "lam": 0.0,
+        "group": stats["group"],
+        "parameter": stats["parameter"],
     }
 
 
@@ -234,8 +238,13 @@ def _train(
     device, pin = settings["device"], settings["pin_memory"]
     optimizer = _optimizer(plan, stage)
     loader = make_loader(
-        data["train"], settings["batch_size"], shuffle=True, generator=settings["generator"],
-        pin_memory=pin, num_workers=settings["num_workers"], drop_last=True,
+        data["train"],
+        settings["batch_size"],
+        shuffle=True,
+        generator=settings["generator"],
+        pin_memory=pin,
+        num_workers=settings["num_workers"],
+        drop_last=True,
     )
     batches, names = cycle(loader), [t.name for t in plan.trained]
     stopper = EarlyStopping(stage.patience, [plan.model, plan.combiner])
@@ -329,13 +338,19 @@ def finetune(
     result = _result(parent, stage, plan, run_dir, metrics, history, masks)
     result.efficiency = run_efficiency(plan.model, data["test"])
     result.layers = [
-        {"name": row.name, "total": row.total, "active_before": active_before[row.name],
-         "active_after": row.active}
+        {
+            "name": row.name,
+            "total": row.total,
+            "active_before": active_before[row.name],
+            "active_after": row.active,
+        }
         for row in layer_channels(plan.model)
     ]
     result.timings = {
-        "setup_s": ready - started, "train_s": trained_at - ready,
-        "test_s": finished - trained_at, "total_s": finished - started,
+        "setup_s": ready - started,
+        "train_s": trained_at - ready,
+        "test_s": finished - trained_at,
+        "total_s": finished - started,
     }
     if run_dir is not None:
         result.save(run_dir)
@@ -353,6 +368,7 @@ def _result(
 ) -> Result:
     """The fine-tuned result, without layers and timings."""
     from sparsekit.reporting.result import Result
+    from sparsekit.reporting.tables import final_lam
 
     config = {
         **parent.config,
@@ -364,6 +380,7 @@ def _result(
         "parent_tasks": list(parent.tasks),
         "parent_metrics": parent.metrics,
         "parent_sparsity": parent.sparsity,
+        "parent_lam": final_lam(parent),
         "mode": stage.mode,
         "trained_tasks": [t.name for t in plan.trained],
         "added_tasks": plan.added,

@@ -81,7 +81,7 @@ class MetaConfig(ComponentConfig):
         inner_lr: α_in, the step size of the inner SGD step and of the inner prox.
         lam_lr: the outer learning rate of ρ (the outer optimiser of ``config.optimizer``, in its
             own parameter group); None uses ``config.optimizer.lr`` (α_out), as Algorithm 3
-            does. The default is ten times the default α_out: each meta-step the outer prox
+            does. The default is fifty times the default α_out: each meta-step the outer prox
             removes up to α_out·λ·√n_g of a group's norm while Adam moves ρ by about its
             learning rate, so with a shared α_out λ cannot react before the backbone is zeroed
             (see docs/meta_learning.md).
@@ -99,7 +99,7 @@ class MetaConfig(ComponentConfig):
 
     inner_steps: int = Field(1, ge=1)
     inner_lr: float = Field(0.05, gt=0)
-    lam_lr: float | None = Field(0.01, gt=0)
+    lam_lr: float | None = Field(0.05, gt=0)
     episodes_per_batch: int = Field(2, ge=1)
     batch_size: int | None = Field(16, ge=1)
     min_tasks: int = Field(1, ge=1)
@@ -156,8 +156,9 @@ class MetaState:
         return self.penalty is not None and not self.lam.is_zero
 
 
-def episode_loss(state: MetaState, outputs: dict[str, Tensor], targets: dict[str, Tensor],
-                 episode: Episode) -> Tensor:
+def episode_loss(
+    state: MetaState, outputs: dict[str, Tensor], targets: dict[str, Tensor], episode: Episode
+) -> Tensor:
     """The loss combiner over the episode's own tasks only."""
     tasks = [state.tasks[name] for name in episode]
     return state.combiner(task_losses(outputs, targets, tasks))
@@ -267,6 +268,11 @@ class MetaLearner(Learner):
 class MetaTrainer:
     """Runs :class:`MetaLearner` meta-steps with evaluation, early stopping and records.
 
+    Args:
+        learner: the adaptation rule and its options.
+        context: the model, data, penalty, initial λ (``context.lam``; learned when
+            ``config.lam == "learned"``) and configuration.
+
     Raises:
         ConfigError: a learned λ without a penalty, the ``proxssi`` outer optimiser (its λ is on
             another scale than the inner prox's), mixed precision, episodes that do not fit the
@@ -289,15 +295,23 @@ class MetaTrainer:
         model = context.model
         convs = backbone_conv_weights(model)
         self.lam = LearnedLambda(
-            float(context.lam), cfg.lam_beta, len(convs) if cfg.lam_per_layer else None,
-            learnable=learned, dtype=next(iter(convs.values())).dtype,
+            float(context.lam),
+            cfg.lam_beta,
+            len(convs) if cfg.lam_per_layer else None,
+            learnable=learned,
+            dtype=next(iter(convs.values())).dtype,
         ).to(context.device)
         self.state = MetaState(
-            model=model, combiner=context.combiner, tasks={t.name: t for t in context.tasks},
-            penalty=context.penalty, lam=self.lam, inner_lr=options.inner_lr,
+            model=model,
+            combiner=context.combiner,
+            tasks={t.name: t for t in context.tasks},
+            penalty=context.penalty,
+            lam=self.lam,
+            inner_lr=options.inner_lr,
             inner_steps=options.inner_steps,
             regrowth=resolve_component("regrowth", options.regrowth),
-            generator=context.generator, wrapper=learner.wrap(model),
+            generator=context.generator,
+            wrapper=learner.wrap(model),
         )
         try:
             episodes = resolve_episodes(
@@ -313,10 +327,12 @@ class MetaTrainer:
     def _outer_optimizer(self) -> ProximalOptimizer:
         """``config.optimizer``'s gradient step over Θ_meta and ρ; the prox is applied after it."""
         cfg = self.context.config
-        groups: list[dict[str, Any]] = [{
-            "params": list(self.context.model.parameters())
-            + list(self.context.combiner.parameters()),
-        }]
+        groups: list[dict[str, Any]] = [
+            {
+                "params": list(self.context.model.parameters())
+                + list(self.context.combiner.parameters()),
+            }
+        ]
         if self.lam.learnable:
             lam_lr = self.learner.config.lam_lr or cfg.optimizer.lr
             groups.append({"params": [self.lam.rho], "lr": lam_lr, "weight_decay": 0.0})
@@ -378,11 +394,17 @@ class MetaTrainer:
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 val_loss, _ = evaluate(model, context.val, context.tasks, combiner, context.device)
                 stats = sparsity(model)
-                history.profile.append({
-                    "step": step, "train_loss": query_loss, "support_loss": support_loss,
-                    "val_loss": val_loss, "lam": self.lam.mean(), "group": stats["group"],
-                    "parameter": stats["parameter"],
-                })
+                history.profile.append(
+                    {
+                        "step": step,
+                        "train_loss": query_loss,
+                        "support_loss": support_loss,
+                        "val_loss": val_loss,
+                        "lam": self.lam.mean(),
+                        "group": stats["group"],
+                        "parameter": stats["parameter"],
+                    }
+                )
                 stopper.update(step, val_loss)
                 info.val_loss = val_loss
                 info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
@@ -401,4 +423,3 @@ class MetaTrainer:
             history.best_step = step
         history.extra["final_lam"] = self.lam.values()
         return history
-

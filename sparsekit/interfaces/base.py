@@ -18,7 +18,8 @@ class Component:
     """A configurable plugin component.
 
     Subclasses set ``name`` (the registry name) and ``Config`` (a :class:`ComponentConfig`
-    subclass). Instances are built from a validated config: ``Cls(Config(...))`` or ``Cls(**params)``.
+    subclass). Instances are built from a validated config, ``Cls(Config(...))``, or from
+    keyword parameters, ``Cls(**params)``.
     """
 
     name: ClassVar[str]
@@ -30,9 +31,8 @@ class Component:
         if config is None:
             config = self.Config(**params)
         elif not isinstance(config, self.Config):
-            raise TypeError(
-                f"{type(self).__name__} expects a {self.Config.__name__}, got {type(config).__name__}"
-            )
+            expected, got = self.Config.__name__, type(config).__name__
+            raise TypeError(f"{type(self).__name__} expects a {expected}, got {got}")
         self.config = config
 
     @classmethod

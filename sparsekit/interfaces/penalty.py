@@ -26,7 +26,11 @@ class Penalty(Component):
 
     @abstractmethod
     def prox(
-        self, weight: Tensor, step: float | Tensor, lam: float | Tensor, precond: Tensor | None = None
+        self,
+        weight: Tensor,
+        step: float | Tensor,
+        lam: float | Tensor,
+        precond: Tensor | None = None,
     ) -> Tensor:
         """Proximal operator of ``step * lam * R`` at ``weight`` (out of place).
 
@@ -41,7 +45,11 @@ class Penalty(Component):
         """
 
     def prox_(
-        self, weight: Tensor, step: float | Tensor, lam: float | Tensor, precond: Tensor | None = None
+        self,
+        weight: Tensor,
+        step: float | Tensor,
+        lam: float | Tensor,
+        precond: Tensor | None = None,
     ) -> Tensor:
         """In-place proximal step, used by the training optimisers. Returns ``weight``."""
         with torch.no_grad():

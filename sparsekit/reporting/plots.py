@@ -41,10 +41,20 @@ def plot_layer_channels(layers: Sequence[dict[str, Any]], path: Path) -> None:
     names = [row["name"].removeprefix("backbone.").removesuffix(".weight") for row in layers]
     x = range(len(layers))
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers) + 2), 4))
-    ax.bar([i - 0.2 for i in x], [row["active_before"] for row in layers], width=0.4,
-           label="before", color="tab:gray")
-    ax.bar([i + 0.2 for i in x], [row["active_after"] for row in layers], width=0.4,
-           label="after", color="tab:blue")
+    ax.bar(
+        [i - 0.2 for i in x],
+        [row["active_before"] for row in layers],
+        width=0.4,
+        label="before",
+        color="tab:gray",
+    )
+    ax.bar(
+        [i + 0.2 for i in x],
+        [row["active_after"] for row in layers],
+        width=0.4,
+        label="after",
+        color="tab:blue",
+    )
     ax.set_xticks(list(x))
     ax.set_xticklabels(names, rotation=90, fontsize=7)
     ax.set_ylabel("active input channels")

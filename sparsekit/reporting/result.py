@@ -56,11 +56,18 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """Everything but the modules, JSON-ready."""
         return {
-            "config": self.config, "tasks": self.tasks, "metrics": self.metrics,
-            "metric_directions": self.metric_directions, "sparsity": self.sparsity,
-            "layers": self.layers, "profile": self.profile, "timings": self.timings,
-            "lam_history": self.lam_history, "best_step": self.best_step,
-            "stopped_early": self.stopped_early, "extra": self.extra,
+            "config": self.config,
+            "tasks": self.tasks,
+            "metrics": self.metrics,
+            "metric_directions": self.metric_directions,
+            "sparsity": self.sparsity,
+            "layers": self.layers,
+            "profile": self.profile,
+            "timings": self.timings,
+            "lam_history": self.lam_history,
+            "best_step": self.best_step,
+            "stopped_early": self.stopped_early,
+            "extra": self.extra,
             "efficiency": self.efficiency,
         }
 
@@ -106,7 +113,9 @@ class Result:
         directory = Path(directory)
         path = directory / RESULT_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"no sparsekit result in {str(directory)!r} (missing {RESULT_FILE})")
+            raise FileNotFoundError(
+                f"no sparsekit result in {str(directory)!r} (missing {RESULT_FILE})"
+            )
         data = json.loads(path.read_text())
         result = cls(**data)
         if with_model and (directory / CHECKPOINT_FILE).is_file():
@@ -152,8 +161,12 @@ class Result:
         from sparsekit.config import ConfigError, FinetuneConfig, describe_validation_error
         from sparsekit.engine.finetune import finetune
 
-        fields = {"tasks": None if tasks is None else list(tasks), "add_tasks": list(add_tasks),
-                  "mode": mode, **overrides}
+        fields = {
+            "tasks": None if tasks is None else list(tasks),
+            "add_tasks": list(add_tasks),
+            "mode": mode,
+            **overrides,
+        }
         if steps is not None:
             fields["steps"] = steps
         if optimizer is not None:

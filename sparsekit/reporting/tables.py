@@ -20,8 +20,31 @@ def _efficiency_cells(result: Result) -> list[str]:
     return [_ratio(eff.get("cr")), _ratio(eff.get("sp")), _ratio(eff.get("speedup"))]
 
 
+def final_lam(result: Result) -> float | list[float] | None:
+    """The λ a result's backbone was trained with: the learned λ after the last meta-step, the
+    fixed λ, or, for a fine-tuned result, that of the run it was fine-tuned from; None if unknown.
+    """
+    if result.lam_history:
+        return result.lam_history[-1]
+    parent_lam = result.extra.get("finetune", {}).get("parent_lam")
+    if parent_lam is not None:
+        return parent_lam
+    lam = result.config.get("lam")
+    return float(lam) if isinstance(lam, int | float) else None
+
+
+def _lam_cell(result: Result) -> str:
+    lam = final_lam(result)
+    if lam is None:
+        return "—"
+    if isinstance(lam, list):
+        return f"{sum(lam) / len(lam):.3g} (mean of {len(lam)})"
+    learned = result.config.get("lam") == "learned"
+    return f"{lam:.3g}" + (" (learned)" if learned else "")
+
+
 def results_table(rows: Sequence[tuple[str, Result]]) -> str:
-    """One row per labelled result: every task's metrics, % group and % parameter sparsity.
+    """One row per labelled result: every task's metrics, λ, % group and % parameter sparsity.
 
     Columns are the union of the results' task metrics, in first-seen order. When any result
     carries efficiency figures, three columns follow: the compression ratio CR, the FLOPs
@@ -35,7 +58,7 @@ def results_table(rows: Sequence[tuple[str, Result]]) -> str:
                 if key not in columns:
                     columns.append(key)
     header = ["run"] + [f"{t}/{m} {_arrow(up)}" for t, m, up in columns]
-    header += ["group sp. %", "param. sp. %"]
+    header += ["λ", "group sp. %", "param. sp. %"]
     with_efficiency = any(result.efficiency for _, result in rows)
     if with_efficiency:
         header += ["CR", "Sp (FLOPs)", "speed-up"]
@@ -45,11 +68,18 @@ def results_table(rows: Sequence[tuple[str, Result]]) -> str:
         for task, metric, _ in columns:
             value = result.metrics.get(task, {}).get(metric)
             cells.append("—" if value is None else f"{value:.4f}")
-        cells += [f"{100 * result.sparsity['group']:.1f}", f"{100 * result.sparsity['parameter']:.1f}"]
+        cells += [
+            _lam_cell(result),
+            f"{100 * result.sparsity['group']:.1f}",
+            f"{100 * result.sparsity['parameter']:.1f}",
+        ]
         if with_efficiency:
             cells += _efficiency_cells(result)
         body.append(cells)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule, *map(line, body)])

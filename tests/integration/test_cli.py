@@ -22,8 +22,21 @@ def test_run_then_report(tmp_path, capsys):
     config = tmp_path / "exp.yaml"
     config.write_text(CONFIG)
     run_dir = tmp_path / "run"
-    assert main(["run", str(config), "--set", "lam=0.3", "--set", "optimizer.lr=0.01",
-                 "--run-dir", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(config),
+                "--set",
+                "lam=0.3",
+                "--set",
+                "optimizer.lr=0.01",
+                "--run-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert "segmentation/miou ↑" in out and "group sp. %" in out
     assert "6/6" in err and "group sp." in err  # the progress bar, with loss, λ and sparsity
@@ -49,6 +62,10 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_python_dash_m_is_the_same_cli():
-    done = subprocess.run([sys.executable, "-m", "sparsekit", "plugins", "--kind", "learner"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "sparsekit", "plugins", "--kind", "learner"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "mtl" in done.stdout

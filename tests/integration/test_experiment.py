@@ -74,8 +74,13 @@ def test_uncertainty_log_variances_are_optimised():
 
 def test_run_directory_reloads(sparse_result):
     result, run_dir = sparse_result
-    for name in ("config.yaml", "result.json", "model.pt", "sparsity_profile.png",
-                 "active_channels.png"):
+    for name in (
+        "config.yaml",
+        "result.json",
+        "model.pt",
+        "sparsity_profile.png",
+        "active_channels.png",
+    ):
         assert (run_dir / name).is_file(), name
     loaded = Result.load(run_dir)
     assert loaded.metrics == result.metrics
@@ -108,8 +113,9 @@ def test_components_accept_names_dicts_and_instances():
     from sparsekit import create
 
     penalty = create("penalty", "l1")
-    result = run(penalty=penalty, lam=0.01, steps=5, loss_combiner={"name": "equal"},
-                 tasks=["depth"])
+    result = run(
+        penalty=penalty, lam=0.01, steps=5, loss_combiner={"name": "equal"}, tasks=["depth"]
+    )
     assert result.config["penalty"] == {"name": "l1"}
     assert result.config["loss_combiner"] == {"name": "equal"}
 

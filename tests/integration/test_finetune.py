@@ -25,8 +25,16 @@ def trained(tmp_path_factory):
     """A run trained with a group lasso strong enough to zero some channel groups, saved."""
     run_dir = tmp_path_factory.mktemp("runs") / "pretrained"
     result = Experiment(
-        dataset=DATA, tasks=TRAINED, penalty="group_lasso", lam=0.6, steps=16, batch_size=8,
-        eval_every=8, optimizer={"lr": 0.01}, device="cpu", run_dir=run_dir,
+        dataset=DATA,
+        tasks=TRAINED,
+        penalty="group_lasso",
+        lam=0.6,
+        steps=16,
+        batch_size=8,
+        eval_every=8,
+        optimizer={"lr": 0.01},
+        device="cpu",
+        run_dir=run_dir,
     ).run()
     zero_groups = result.sparsity["group"]
     assert 0.05 < zero_groups < 0.95, f"needs some zero and some live groups: {zero_groups}"
@@ -75,8 +83,9 @@ def test_mode_head_trains_only_the_new_head(trained):
         assert tuned.metrics[task] == parent.metrics[task]
     # The new head trained: one step from the same seeded initialisation ends elsewhere.
     one_step = parent.finetune(add_tasks=["edges"], mode="head", steps=1, optimizer=SGD)
-    assert not identical(snapshot(one_step.model.heads["edges"]),
-                         snapshot(tuned.model.heads["edges"]))
+    assert not identical(
+        snapshot(one_step.model.heads["edges"]), snapshot(tuned.model.heads["edges"])
+    )
     again = parent.finetune(add_tasks=["edges"], mode="head", steps=1, optimizer=SGD)
     assert identical(snapshot(again.model), snapshot(one_step.model)), "seeded: deterministic"
     assert again.metrics == one_step.metrics
@@ -115,8 +124,12 @@ def test_mode_all_on_the_same_tasks_with_adam_weight_decay(trained):
     live = [(w != 0) for w in backbone_conv_weights(parent.model).values()]
     changed = [
         (a.detach()[m] != b.detach()[m]).any()
-        for a, b, m in zip(backbone_conv_weights(tuned.model).values(),
-                           backbone_conv_weights(parent.model).values(), live, strict=True)
+        for a, b, m in zip(
+            backbone_conv_weights(tuned.model).values(),
+            backbone_conv_weights(parent.model).values(),
+            live,
+            strict=True,
+        )
         if m.any()
     ]
     assert all(changed)
@@ -124,8 +137,9 @@ def test_mode_all_on_the_same_tasks_with_adam_weight_decay(trained):
     # The reported metrics are the final model's on the test split, recomputed here.
     provider = resolve_component("dataset", DATA)
     tasks = provider.select_tasks(TRAINED)
-    _, metrics = evaluate(tuned.model, provider.load("test", TRAINED), tasks, tuned.combiner,
-                          torch.device("cpu"))
+    _, metrics = evaluate(
+        tuned.model, provider.load("test", TRAINED), tasks, tuned.combiner, torch.device("cpu")
+    )
     assert metrics == tuned.metrics
 
 
@@ -173,8 +187,25 @@ def test_invalid_stages_are_clear_errors(trained):
 def test_cli_finetune_prints_the_table(trained, tmp_path, capsys):
     parent, run_dir = trained
     out = tmp_path / "cli"
-    assert main(["finetune", str(run_dir), "--add-task", "edges", "--mode", "head", "--steps",
-                 "2", "--set", "optimizer.lr=0.01", "--run-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(run_dir),
+                "--add-task",
+                "edges",
+                "--mode",
+                "head",
+                "--steps",
+                "2",
+                "--set",
+                "optimizer.lr=0.01",
+                "--run-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "edges/mae ↓" in printed and "finetune (head)" in printed
     saved = json.loads((out / "result.json").read_text())
@@ -186,10 +217,20 @@ def test_cli_finetune_prints_the_table(trained, tmp_path, capsys):
 
 def test_yaml_two_stage_config(tmp_path, capsys):
     config = {
-        "dataset": DATA, "tasks": ["segmentation", "depth"], "lam": 0.6, "steps": 16,
-        "batch_size": 8, "eval_every": 8, "optimizer": {"lr": 0.01}, "device": "cpu",
-        "finetune": {"add_tasks": ["edges"], "mode": "all", "steps": 3,
-                     "optimizer": {"name": "sgd_prox", "lr": 0.05, "weight_decay": 0.01}},
+        "dataset": DATA,
+        "tasks": ["segmentation", "depth"],
+        "lam": 0.6,
+        "steps": 16,
+        "batch_size": 8,
+        "eval_every": 8,
+        "optimizer": {"lr": 0.01},
+        "device": "cpu",
+        "finetune": {
+            "add_tasks": ["edges"],
+            "mode": "all",
+            "steps": 3,
+            "optimizer": {"name": "sgd_prox", "lr": 0.05, "weight_decay": 0.01},
+        },
     }
     path = tmp_path / "two_stage.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -23,10 +23,16 @@ STEPS = 4
 
 def run(learner: str = "maml", **fields):
     options = {
-        "dataset": TINY, "tasks": ["segmentation", "depth"],
+        "dataset": TINY,
+        "tasks": ["segmentation", "depth"],
         "learner": {"name": learner, "batch_size": 4, "inner_lr": 0.1},
-        "lam": "learned", "steps": STEPS, "batch_size": 8, "eval_every": 2, "device": "cpu",
-        "seed": 0, **fields,
+        "lam": "learned",
+        "steps": STEPS,
+        "batch_size": 8,
+        "eval_every": 2,
+        "device": "cpu",
+        "seed": 0,
+        **fields,
     }
     return Experiment(**options).run()
 
@@ -68,8 +74,9 @@ def test_fixed_lambda_stays_fixed_and_zero_lambda_means_no_sparsity():
 
 
 def test_strong_learned_lambda_sparsifies_and_per_layer_lambda_is_recorded(tmp_path):
-    result = run("maml", lam_init=(40.0, 40.0), lam_per_layer=True, optimizer={"lr": 0.05},
-                 run_dir=tmp_path)
+    result = run(
+        "maml", lam_init=(40.0, 40.0), lam_per_layer=True, optimizer={"lr": 0.05}, run_dir=tmp_path
+    )
     layers = len(result.layers)
     assert all(isinstance(entry, list) and len(entry) == layers for entry in result.lam_history)
     assert result.sparsity["group"] > 0
@@ -98,11 +105,21 @@ def test_learned_lambda_needs_a_meta_learner_and_a_penalty():
         run("maml", optimizer={"name": "proxssi"})
     bad_episode = {"name": "maml", "episodes": [["edges"]], "batch_size": 4}
     with pytest.raises(ConfigError, match=r"learner 'maml': .*unknown task\(s\) \['edges'\]"):
-        Experiment(dataset=TINY, tasks=["segmentation", "depth"], learner=bad_episode,
-                   lam="learned", device="cpu").run()
+        Experiment(
+            dataset=TINY,
+            tasks=["segmentation", "depth"],
+            learner=bad_episode,
+            lam="learned",
+            device="cpu",
+        ).run()
     with pytest.raises(ConfigError, match="at least 64 training examples"):
-        Experiment(dataset=TINY, tasks=["depth"], learner={"name": "maml", "batch_size": 32},
-                   lam="learned", device="cpu").run()
+        Experiment(
+            dataset=TINY,
+            tasks=["depth"],
+            learner={"name": "maml", "batch_size": 32},
+            lam="learned",
+            device="cpu",
+        ).run()
 
 
 class RecordingRegrowth(RegrowthPolicy):
@@ -130,29 +147,40 @@ class RecordingRegrowth(RegrowthPolicy):
 
 def test_regrowth_acts_on_every_episode_clone_only():
     torch.manual_seed(0)
-    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False),
-                                   torch.nn.BatchNorm2d(4), torch.nn.ReLU())
-    heads = {"depth": torch.nn.Conv2d(4, 1, 1),
-             "attr": torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                         torch.nn.Linear(4, 1))}
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU()
+    )
+    heads = {
+        "depth": torch.nn.Conv2d(4, 1, 1),
+        "attr": torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 1)
+        ),
+    }
     model = MultiTaskNet(backbone, heads, {"depth"}, 4)
     with torch.no_grad():
         model.backbone[0].weight[:, 1] = 0.0
     gen = torch.Generator().manual_seed(0)
     train = MultiTaskTensorDataset(
         torch.randn(16, 3, 8, 8, generator=gen),
-        {"depth": torch.rand(16, 1, 8, 8, generator=gen) + 0.5,
-         "attr": torch.randint(0, 2, (16,), generator=gen).float()},
+        {
+            "depth": torch.rand(16, 1, 8, 8, generator=gen) + 0.5,
+            "attr": torch.randint(0, 2, (16,), generator=gen).float(),
+        },
     )
     meta_weight = backbone_conv_weights(model)["backbone.0.weight"]
     policy = RecordingRegrowth(meta_weight)
     learner = MAMLLearner(batch_size=4, episodes_per_batch=3, regrowth=policy)
     context = TrainingContext(
-        model=model, tasks=[DepthTask("depth"), AttributeTask("attr")], train=train, val=train,
-        penalty=GroupLassoPenalty(), lam=0.0,
+        model=model,
+        tasks=[DepthTask("depth"), AttributeTask("attr")],
+        train=train,
+        val=train,
+        penalty=GroupLassoPenalty(),
+        lam=0.0,
         combiner=UncertaintyWeighting(["depth", "attr"], 0.0),
         config=build_config({"lam": 0.0, "steps": 2, "device": "cpu"}),
-        device=torch.device("cpu"), generator=torch.Generator().manual_seed(1),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(1),
     )
     learner.fit(context)
     assert len(policy.calls) == 2 * 3

@@ -7,9 +7,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 from sklearn.datasets import load_digits
-from sparsekit_plugins.datasets.digits import DigitsProvider
 
 from sparsekit.tasks import AttributeTask, ClassificationTask, SegmentationTask
+from sparsekit_plugins.datasets.digits import DigitsProvider
 
 ALL_TASKS = ["segmentation", "digit", "parity", "ge5", "closed_loop"]
 

@@ -66,8 +66,9 @@ def test_explicit_episodes_are_validated():
 
 def test_support_and_query_are_disjoint_training_examples():
     train = dataset(30)
-    stream = EpisodeStream(train, power_set_episodes(["a", "b", "c"]), 7,
-                           torch.Generator().manual_seed(1))
+    stream = EpisodeStream(
+        train, power_set_episodes(["a", "b", "c"]), 7, torch.Generator().manual_seed(1)
+    )
     uses = torch.zeros(30, dtype=torch.long)
     for _ in range(40):
         batch = stream.next()
@@ -127,39 +128,51 @@ class Counting(Dataset):
 
 def tiny_net() -> MultiTaskNet:
     torch.manual_seed(0)
-    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False),
-                                   torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU()
+    )
     heads = {
         "depth": torch.nn.Conv2d(4, 1, 1),
-        "attr": torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                    torch.nn.Linear(4, 1)),
+        "attr": torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 1)
+        ),
     }
     return MultiTaskNet(backbone, heads, {"depth"}, 4)
 
 
-@pytest.mark.parametrize("learner", [MAMLLearner(batch_size=4), ANILLearner(batch_size=4)],
-                         ids=["maml", "anil"])
+@pytest.mark.parametrize(
+    "learner", [MAMLLearner(batch_size=4), ANILLearner(batch_size=4)], ids=["maml", "anil"]
+)
 def test_meta_training_reads_only_the_training_split(monkeypatch, learner):
     gen = torch.Generator().manual_seed(0)
     n = 24
 
     def split() -> Counting:
-        return Counting(MultiTaskTensorDataset(
-            torch.randn(n, 3, 8, 8, generator=gen),
-            {"depth": torch.rand(n, 1, 8, 8, generator=gen) + 0.5,
-             "attr": torch.randint(0, 2, (n,), generator=gen).float()},
-        ))
+        return Counting(
+            MultiTaskTensorDataset(
+                torch.randn(n, 3, 8, 8, generator=gen),
+                {
+                    "depth": torch.rand(n, 1, 8, 8, generator=gen) + 0.5,
+                    "attr": torch.randint(0, 2, (n,), generator=gen).float(),
+                },
+            )
+        )
 
     train, val = split(), split()
     # Evaluation is the one place the validation split may be read; it is replaced by a stub
     # that reads nothing, so any read left must come from meta-training itself.
     monkeypatch.setattr(meta, "evaluate", lambda *args, **kwargs: (1.0, {}))
     context = TrainingContext(
-        model=tiny_net(), tasks=[DepthTask("depth"), AttributeTask("attr")], train=train,
-        val=val, penalty=GroupLassoPenalty(), lam=0.3,
+        model=tiny_net(),
+        tasks=[DepthTask("depth"), AttributeTask("attr")],
+        train=train,
+        val=val,
+        penalty=GroupLassoPenalty(),
+        lam=0.3,
         combiner=UncertaintyWeighting(["depth", "attr"], 0.0),
         config=build_config({"lam": "learned", "steps": 3, "eval_every": 1, "device": "cpu"}),
-        device=torch.device("cpu"), generator=torch.Generator().manual_seed(1),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(1),
     )
     history = learner.fit(context)
     assert val.reads == 0

@@ -11,7 +11,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 
 def _hook_functions():
     return [
-        name for name, obj in inspect.getmembers(hookspecs, inspect.isfunction)
+        name
+        for name, obj in inspect.getmembers(hookspecs, inspect.isfunction)
         if name.startswith("sparsekit_") and hasattr(obj, "sparsekit_spec")
     ]
 

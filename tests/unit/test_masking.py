@@ -152,7 +152,10 @@ def test_proximal_optimizer_wrapper_is_masked_through_its_inner_optimizer():
     torch.manual_seed(2)
     net = TinyConvNet()
     optimizer = ProximalOptimizer(
-        net.parameters(), [net.conv2.weight], GroupLassoPenalty(), 1e-4,
+        net.parameters(),
+        [net.conv2.weight],
+        GroupLassoPenalty(),
+        1e-4,
         OptimizerConfig(name="sgd_prox", lr=0.05, weight_decay=1e-2),
     )
     warm_up(net, optimizer)

@@ -51,8 +51,12 @@ def tiny_model() -> MultiTaskNet:
     """Two 3×3 convs with BatchNorm and tanh; a 1×1 segmentation head, a pooled attribute head."""
     torch.manual_seed(0)
     backbone = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.Tanh(),
-        nn.Conv2d(4, 9, 3, padding=1, bias=False), nn.BatchNorm2d(9), nn.Tanh(),
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.Tanh(),
+        nn.Conv2d(4, 9, 3, padding=1, bias=False),
+        nn.BatchNorm2d(9),
+        nn.Tanh(),
     )
     heads = {
         "seg": nn.Conv2d(9, 3, 1),
@@ -91,10 +95,16 @@ def make_state(learner: MAMLLearner | ANILLearner, inner_steps: int) -> MetaStat
         combiner.log_vars.copy_(torch.tensor([0.3, -0.2]))
     lam = LearnedLambda(LAM, beta=BETA, dtype=torch.float64)
     return MetaState(
-        model=model, combiner=combiner, tasks=TASKS, penalty=GroupLassoPenalty(), lam=lam,
-        inner_lr=INNER_LR, inner_steps=inner_steps,
+        model=model,
+        combiner=combiner,
+        tasks=TASKS,
+        penalty=GroupLassoPenalty(),
+        lam=lam,
+        inner_lr=INNER_LR,
+        inner_steps=inner_steps,
         regrowth=resolve_component("regrowth", {"name": "none"}),
-        generator=torch.Generator().manual_seed(0), wrapper=learner.wrap(model),
+        generator=torch.Generator().manual_seed(0),
+        wrapper=learner.wrap(model),
     )
 
 
@@ -126,8 +136,9 @@ def combined_loss(
     return total
 
 
-def reference(state: MetaState, batch: EpisodeBatch, *, anil: bool = False,
-              first_order: bool = False) -> tuple[Tensor, list[Tensor]]:
+def reference(
+    state: MetaState, batch: EpisodeBatch, *, anil: bool = False, first_order: bool = False
+) -> tuple[Tensor, list[Tensor]]:
     """Query loss of a functional inner loop, and every group's distance to its threshold."""
     net = copy.deepcopy(state.model)
     for module in net.modules():
@@ -172,8 +183,9 @@ def learner_query_loss(learner: MAMLLearner | ANILLearner, state: MetaState) -> 
     return learner.episode_losses(state, episode_batch())[1]
 
 
-def finite_difference_rho(learner: MAMLLearner | ANILLearner, state: MetaState,
-                          h: float = 1e-6) -> float:
+def finite_difference_rho(
+    learner: MAMLLearner | ANILLearner, state: MetaState, h: float = 1e-6
+) -> float:
     rho = state.lam.rho
     values = []
     for sign in (1, -1):
@@ -190,8 +202,11 @@ def finite_difference_rho(learner: MAMLLearner | ANILLearner, state: MetaState,
 
 @pytest.mark.parametrize(
     ("learner", "inner_steps"),
-    [(MAMLLearner(inner_lr=INNER_LR), 2), (FOMAMLLearner(inner_lr=INNER_LR), 1),
-     (ANILLearner(inner_lr=INNER_LR), 2)],
+    [
+        (MAMLLearner(inner_lr=INNER_LR), 2),
+        (FOMAMLLearner(inner_lr=INNER_LR), 1),
+        (ANILLearner(inner_lr=INNER_LR), 2),
+    ],
     ids=["maml", "fomaml", "anil"],
 )
 def test_lambda_meta_gradient_matches_finite_differences(learner, inner_steps):
@@ -225,8 +240,11 @@ def test_first_order_differs_from_second_order():
     grads = []
     for learner in (maml, fomaml):
         state = make_state(learner, inner_steps=2)
-        grads.append(torch.autograd.grad(learner_query_loss(learner, state),
-                                         [state.model.get_parameter(CONVS[0])])[0])
+        grads.append(
+            torch.autograd.grad(
+                learner_query_loss(learner, state), [state.model.get_parameter(CONVS[0])]
+            )[0]
+        )
     assert not torch.allclose(grads[0], grads[1], rtol=1e-3)
 
 
@@ -235,8 +253,9 @@ def test_anil_meta_gradient_matches_functional_reference():
     state = make_state(learner, inner_steps=2)
     params = outer_params(state)
     got = torch.autograd.grad(learner_query_loss(learner, state), list(params.values()))
-    expected = torch.autograd.grad(reference(state, episode_batch(), anil=True)[0],
-                                   list(params.values()))
+    expected = torch.autograd.grad(
+        reference(state, episode_batch(), anil=True)[0], list(params.values())
+    )
     for name, g, e in zip(params, got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-10, msg=f"meta-gradient of {name}")
 
@@ -293,16 +312,25 @@ def tiny_context(lam: float) -> TrainingContext:
     n = 16
     train = MultiTaskTensorDataset(
         torch.randn(n, 3, 6, 6, generator=gen, dtype=torch.float64),
-        {"seg": torch.randint(0, 3, (n, 6, 6), generator=gen),
-         "attr": torch.randint(0, 2, (n,), generator=gen).double()},
+        {
+            "seg": torch.randint(0, 3, (n, 6, 6), generator=gen),
+            "attr": torch.randint(0, 2, (n,), generator=gen).double(),
+        },
     )
     model = tiny_model()
     combiner = UncertaintyWeighting(list(TASKS), 0.0).double()
     config = build_config({"lam": lam, "steps": 1, "batch_size": 4, "device": "cpu"})
     return TrainingContext(
-        model=model, tasks=list(TASKS.values()), train=train, val=train,
-        penalty=GroupLassoPenalty(), lam=lam, combiner=combiner, config=config,
-        device=torch.device("cpu"), generator=torch.Generator().manual_seed(3),
+        model=model,
+        tasks=list(TASKS.values()),
+        train=train,
+        val=train,
+        penalty=GroupLassoPenalty(),
+        lam=lam,
+        combiner=combiner,
+        config=config,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(3),
     )
 
 

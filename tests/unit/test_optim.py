@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from sparsekit_plugins.penalties import GroupLassoPenalty, L1Penalty
 
 from sparsekit.config import OptimizerConfig
 from sparsekit.engine.optim import ProximalOptimizer, build_optimizer
+from sparsekit_plugins.penalties import GroupLassoPenalty, L1Penalty
 
 SHAPES = {"conv1": (4, 3, 3, 3), "conv2": (6, 4, 1, 1), "bias": (6,)}
 PENALISED = ("conv1", "conv2")

@@ -60,7 +60,9 @@ def site(tmp_path, monkeypatch):
 
 def test_builtins_are_found_through_entry_points():
     rows = sparsekit.list_plugins("penalty")
-    assert {("group_lasso", "sparsekit"), ("l1", "sparsekit")} <= {(r.name, r.distribution) for r in rows}
+    assert {("group_lasso", "sparsekit"), ("l1", "sparsekit")} <= {
+        (r.name, r.distribution) for r in rows
+    }
     assert all(r.version == sparsekit.__version__ for r in rows if r.distribution == "sparsekit")
 
 
@@ -85,7 +87,10 @@ def test_create_validates_params():
 
 def test_third_party_penalty_is_listed_and_usable_by_name(site):
     make_distribution(
-        site, "thirdparty-ridge", "1.2.3", {"ridge": "thirdparty_ridge"},
+        site,
+        "thirdparty-ridge",
+        "1.2.3",
+        {"ridge": "thirdparty_ridge"},
         {"thirdparty_ridge": PENALTY_MODULE.format(cls="Ridge", name="ridge")},
     )
     reload_plugins()
@@ -94,7 +99,12 @@ def test_third_party_penalty_is_listed_and_usable_by_name(site):
     assert rows[("penalty", "ridge")].version == "1.2.3"
     result = sparsekit.Experiment(
         dataset={"name": "shapes", "n_train": 16, "n_val": 8, "n_test": 8, "image_size": 16},
-        tasks=["segmentation"], penalty="ridge", lam=0.1, steps=2, batch_size=8, eval_every=1,
+        tasks=["segmentation"],
+        penalty="ridge",
+        lam=0.1,
+        steps=2,
+        batch_size=8,
+        eval_every=1,
         device="cpu",
     ).run()
     assert result.config["penalty"] == {"name": "ridge"}
@@ -102,16 +112,30 @@ def test_third_party_penalty_is_listed_and_usable_by_name(site):
 
 
 def test_duplicate_names_name_both_distributions(site):
-    make_distribution(site, "thirdparty-a", "1.0", {"a": "thirdparty_a"},
-                      {"thirdparty_a": PENALTY_MODULE.format(cls="A", name="group_lasso")})
-    with pytest.raises(PluginError, match=r"group_lasso.*sparsekit.*thirdparty-a|thirdparty-a.*sparsekit"):
+    make_distribution(
+        site,
+        "thirdparty-a",
+        "1.0",
+        {"a": "thirdparty_a"},
+        {"thirdparty_a": PENALTY_MODULE.format(cls="A", name="group_lasso")},
+    )
+    with pytest.raises(
+        PluginError, match=r"group_lasso.*sparsekit.*thirdparty-a|thirdparty-a.*sparsekit"
+    ):
         reload_plugins()
 
 
 def test_failing_plugin_warns_and_the_rest_works(site):
-    make_distribution(site, "thirdparty-broken", "0.1", {"broken": "thirdparty_broken"},
-                      {"thirdparty_broken": "raise ImportError('missing native library')\n"})
-    with pytest.warns(PluginLoadWarning, match=r"'broken'.*thirdparty-broken.*missing native library"):
+    make_distribution(
+        site,
+        "thirdparty-broken",
+        "0.1",
+        {"broken": "thirdparty_broken"},
+        {"thirdparty_broken": "raise ImportError('missing native library')\n"},
+    )
+    with pytest.warns(
+        PluginLoadWarning, match=r"'broken'.*thirdparty-broken.*missing native library"
+    ):
         reload_plugins()
     assert "group_lasso" in get_names("penalty")
 

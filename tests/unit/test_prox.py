@@ -15,6 +15,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
+
 from sparsekit_plugins.penalties import GroupLassoPenalty, L1Penalty, sparsekit_register_penalties
 from sparsekit_plugins.penalties.group_lasso import SQ_NORM_BLOCK_ELEMENTS
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 from pydantic import ValidationError
-from sparsekit_plugins.datasets.celeba import CelebAMaskHQProvider
-from sparsekit_plugins.datasets.nyuv2 import NYUv2Provider
 from torch.utils.data import DataLoader
 
 from sparsekit.tasks import SegmentationTask
+from sparsekit_plugins.datasets.celeba import CelebAMaskHQProvider
+from sparsekit_plugins.datasets.nyuv2 import NYUv2Provider
 
 H, W = 20, 24
 MEAN = np.array([0.485, 0.456, 0.406])

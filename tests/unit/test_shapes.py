@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from sparsekit_plugins.datasets.shapes import ShapesProvider, sample_scenes
 
 from sparsekit.data.shapes import (
     BOX,
@@ -24,6 +23,7 @@ from sparsekit.data.shapes import (
 )
 from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
 from sparsekit.tasks import DepthTask, EdgeTask, NormalsTask, SegmentationTask
+from sparsekit_plugins.datasets.shapes import ShapesProvider, sample_scenes
 
 FOV = math.radians(60.0)
 TASKS = ["segmentation", "depth", "normals", "edges"]
@@ -275,7 +275,7 @@ def test_provider_is_deterministic_and_seeds_matter() -> None:
             assert torch.equal(getattr(ra, field), getattr(rb, field))
         assert not torch.equal(ra.depth, other.rendering(split).depth)
     assert not torch.equal(a.rendering("val").depth, a.rendering("test").depth)
-    seeds = {p.split_seed(s) for p in (a, other) for s in ("train", "val", "test")}
+    seeds = {p.seed_for(s) for p in (a, other) for s in ("train", "val", "test")}
     assert len(seeds) == 6
 
 
