@@ -5,6 +5,9 @@ with the median taken per pass:
 
 - ``prox``: :meth:`GroupLassoPenalty.prox_` on every conv weight, with a λ that zeroes some groups;
 - ``mul``: one element-wise ``mul_`` pass over the same tensors, the floor any in-place update pays;
+- ``colsum``: a plain sum over dim 0 of each weight's 2-D view ``[C_out, C_in·k_h·k_w]``, the
+  cheapest read-only column reduction eager PyTorch offers; the group norms the prox needs are
+  such a reduction (of squares), so this is a floor for the prox's first pass;
 - ``loop``: the naive per-input-channel Python loop computing the same prox.
 
 Every timed pass starts from the same weights (restored outside the timed region), so repeated
@@ -94,10 +97,19 @@ def run() -> dict[str, Any]:
             for w in work:
                 w.mul_(0.5)
 
+        def colsum() -> None:
+            for w in work:
+                w.view(w.shape[0], -1).sum(dim=0)
+
         def loop() -> None:
             loop_prox_(work, STEP, lam)
 
-        passes: dict[str, Callable[[], None]] = {"prox": prox, "mul": mul, "loop": loop}
+        passes: dict[str, Callable[[], None]] = {
+            "prox": prox,
+            "mul": mul,
+            "colsum": colsum,
+            "loop": loop,
+        }
         times: dict[str, list[float]] = {name: [] for name in passes}
         for i in range(WARMUP + REPEATS):
             for name, fn in passes.items():
@@ -120,8 +132,10 @@ def run() -> dict[str, Any]:
             "repeats": REPEATS,
             "prox_ms": 1e3 * median["prox"],
             "mul_ms": 1e3 * median["mul"],
+            "colsum_ms": 1e3 * median["colsum"],
             "loop_ms": 1e3 * median["loop"],
             "prox_over_mul": median["prox"] / median["mul"],
+            "colsum_over_mul": median["colsum"] / median["mul"],
             "loop_over_prox": median["loop"] / median["prox"],
         }
     finally:

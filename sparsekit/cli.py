@@ -111,6 +111,55 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from sparsekit.config import parse_overrides
+    from sparsekit.sweep import Sweep, SweepInterrupted
+
+    if args.target[0] == "report":
+        if len(args.target) != 2:
+            raise ConfigError("usage: sparsekit sweep report SWEEP_DIR")
+        sweep = Sweep.from_directory(args.target[1])
+        print(sweep.report())
+        print(f"report, CSV and plot written to {sweep.directory}/")
+        return 0
+    if len(args.target) != 1:
+        raise ConfigError("usage: sparsekit sweep SWEEP.yaml  |  sparsekit sweep report SWEEP_DIR")
+    sweep = Sweep.from_yaml(args.target[0], parse_overrides(list(args.set or [])))
+    specs = sweep.runs()
+    bar = tqdm(total=len(specs), unit="run", dynamic_ncols=True)
+    counts = {"failed": 0}
+
+    def on_done(spec, outcome) -> None:  # noqa: ANN001
+        if not outcome.ok:
+            counts["failed"] += 1
+            bar.write(f"failed: {spec.stage} {spec.overrides} seed {spec.seed} ({spec.run_id})")
+        bar.set_postfix({"failed": counts["failed"], "last": spec.stage}, refresh=False)
+        bar.update(1)
+
+    try:
+        summary = sweep.run(on_done=on_done)
+    except SweepInterrupted as stop:
+        bar.close()
+        done = len(stop.summary.finished)
+        print(
+            f"sparsekit: interrupted; {done} run(s) finished in this call are recorded in "
+            f"{sweep.directory}/sweep.db; run the sweep again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        bar.close()
+    print(sweep.report())
+    print(
+        f"{len(summary.finished)} finished, {len(summary.failed)} failed, "
+        f"{len(summary.skipped)} already done; {summary.wall_s:.0f} s; results in "
+        f"{sweep.directory}/ (sweep.db, report.md, report.csv, metrics_vs_sparsity.png)"
+    )
+    return 1 if summary.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsekit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compact.add_argument("run_dir", metavar="RUN_DIR")
     compact.set_defaults(func=cmd_compact)
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a sweep (sparsekit sweep SWEEP.yaml) or report one (sweep report SWEEP_DIR)",
+    )
+    sweep.add_argument("target", nargs="+", metavar="SWEEP.yaml | report SWEEP_DIR")
+    sweep.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a sweep field (e.g. seeds=[0,1] or base.steps=100); repeatable",
+    )
+    sweep.set_defaults(func=cmd_sweep)
     return parser
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class StrictModel(BaseModel):
@@ -84,6 +91,16 @@ ComponentSpec = Any
 """A component given as a registry name, a ``{"name": ..., **params}`` dict, or an instance."""
 
 
+class TargetFromRun(StrictModel):
+    """A sparsity target taken from a finished run: the parameter sparsity its result reached.
+
+    This is Table 5's matched budget: every baseline is compared at the % parameter sparsity of
+    the meta-sparsity run (``target: {from_run: RUN_DIR}``).
+    """
+
+    from_run: Path = Field(description="a run directory holding result.json")
+
+
 def _normalise_spec(value: Any) -> Any:
     if value is None or hasattr(value, "spec"):
         return value
@@ -99,8 +116,13 @@ def _normalise_spec(value: Any) -> Any:
 class ExperimentConfig(StrictModel):
     """One experiment: data, tasks, model, sparsity, learner and training budget.
 
-    Component fields (``dataset``, ``model``, ``penalty``, ``learner``, ``loss_combiner``) accept a
-    registry name, a ``{"name": ..., **params}`` dict, or a component instance.
+    Component fields (``dataset``, ``model``, ``penalty``, ``learner``, ``loss_combiner``,
+    ``scheduler``, ``mask``) accept a registry name, a ``{"name": ..., **params}`` dict, or a
+    component instance.
+
+    A scheduled run (``scheduler`` set; see docs/baselines.md) sparsifies the backbone to
+    ``target`` with a ``mask`` criterion at ``granularity`` instead of a penalty, starting from
+    ``init`` weights.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_default=True)
@@ -136,8 +158,41 @@ class ExperimentConfig(StrictModel):
     finetune: FinetuneConfig | None = Field(
         None, description="a fine-tuning stage run after training (see docs/finetuning.md)"
     )
+    scheduler: ComponentSpec | None = Field(
+        None, description="a sparsity scheduler (one_shot, iterative, progressive, sparse_training)"
+    )
+    mask: ComponentSpec | None = Field(
+        None, description="the mask criterion of a scheduled run (magnitude, random, meta)"
+    )
+    granularity: Literal["channel", "element"] = Field(
+        "channel", description="a scheduled run zeroes input-channel groups or single elements"
+    )
+    target: float | TargetFromRun | None = Field(
+        None,
+        description="fraction of backbone conv parameters to zero, in [0, 1), or {from_run: DIR}",
+    )
+    init: Literal["random", "dense"] = Field(
+        "random", description="a scheduled run starts from random weights or a trained dense model"
+    )
+    init_from: Path | None = Field(
+        None, description="init=dense: the run directory of a trained dense model (model.pt)"
+    )
+    dense_steps: int | None = Field(
+        None,
+        gt=0,
+        description="init=dense without init_from: steps of the dense phase (default steps // 2)",
+    )
 
-    @field_validator("dataset", "model", "penalty", "learner", "loss_combiner", mode="before")
+    @field_validator(
+        "dataset",
+        "model",
+        "penalty",
+        "learner",
+        "loss_combiner",
+        "scheduler",
+        "mask",
+        mode="before",
+    )
     @classmethod
     def _component(cls, value: Any) -> Any:
         return _normalise_spec(value)
@@ -171,15 +226,70 @@ class ExperimentConfig(StrictModel):
             raise ValueError(f"lam_init must be (low, high) with 0 < low ≤ high, got {value!r}")
         return value
 
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: float | TargetFromRun | None) -> float | TargetFromRun | None:
+        if isinstance(value, float) and not 0.0 <= value < 1.0:
+            raise ValueError(f"target must be a fraction in [0, 1), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _scheduled_run(self) -> ExperimentConfig:
+        problems = scheduled_run_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-safe dict (component instances become their ``spec()``)."""
-        data = self.model_dump(
-            mode="json", exclude={"dataset", "model", "penalty", "learner", "loss_combiner"}
-        )
-        for key in ("dataset", "model", "penalty", "learner", "loss_combiner"):
+        data = self.model_dump(mode="json", exclude=set(COMPONENT_FIELDS))
+        for key in COMPONENT_FIELDS:
             value = getattr(self, key)
             data[key] = value.spec() if hasattr(value, "spec") else value
         return data
+
+
+COMPONENT_FIELDS = ("dataset", "model", "penalty", "learner", "loss_combiner", "scheduler", "mask")
+
+
+def scheduled_run_problems(cfg: ExperimentConfig) -> list[str]:
+    """What is inconsistent among the fields of a scheduled run (empty when nothing is)."""
+    problems = []
+    if cfg.scheduler is None:
+        given = [
+            name
+            for name, unset in (
+                ("mask", cfg.mask is None),
+                ("target", cfg.target is None),
+                ("init: dense", cfg.init == "random"),
+                ("init_from", cfg.init_from is None),
+                ("dense_steps", cfg.dense_steps is None),
+            )
+            if not unset
+        ]
+        if given:
+            problems.append(f"{', '.join(given)} only apply to a scheduled run; set a scheduler")
+        return problems
+    if cfg.mask is None:
+        problems.append("a scheduler needs a mask (magnitude, random or meta)")
+    if cfg.target is None:
+        problems.append("a scheduler needs a target: a fraction in [0, 1) or {from_run: RUN_DIR}")
+    if cfg.penalty is not None:
+        problems.append(
+            "a scheduled run sets the sparsity itself; set penalty to None (null in YAML)"
+        )
+    if cfg.init_from is not None and cfg.init != "dense":
+        problems.append("init_from gives a dense model to start from; it needs init: dense")
+    if cfg.dense_steps is not None:
+        if cfg.init != "dense" or cfg.init_from is not None:
+            problems.append("dense_steps is the dense phase of init: dense without init_from")
+        elif cfg.dense_steps >= cfg.steps:
+            problems.append(
+                f"dense_steps ({cfg.dense_steps}) must be fewer than steps ({cfg.steps})"
+            )
+    if cfg.init == "dense" and cfg.init_from is None and cfg.dense_steps is None and cfg.steps < 2:
+        problems.append("init: dense without init_from splits steps in two; it needs steps ≥ 2")
+    return problems
 
 
 class ConfigError(ValueError):

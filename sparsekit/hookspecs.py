@@ -92,6 +92,36 @@ def sparsekit_register_regrowth_policies(register: Register) -> None:
     """
 
 
+@hookspec
+def sparsekit_register_schedulers(register: Register) -> None:
+    """Register sparsity schedulers (kind ``scheduler``): when, and how far, to sparsify.
+
+    Each class subclasses :class:`sparsekit.interfaces.SparsityScheduler`: ``sparsity_at(step)``
+    is the target fraction in ``[0, target]`` at a training step (monotone for dense-to-sparse
+    schedules) and ``is_update_step(step)`` says whether the mask is recomputed at that step.
+    """
+
+
+@hookspec
+def sparsekit_register_masks(register: Register) -> None:
+    """Register mask criteria (kind ``mask``): which channel groups or elements to zero.
+
+    Each class subclasses :class:`sparsekit.interfaces.MaskCriterion` and returns, for the backbone
+    conv weights and a target fraction of backbone parameters, a keep-mask that zeroes exactly that
+    many parameters (to one group at channel granularity, to one element at element granularity).
+    """
+
+
+@hookspec
+def sparsekit_register_executors(register: Register) -> None:
+    """Register sweep executors (kind ``executor``): where the runs of a sweep execute.
+
+    Each class subclasses :class:`sparsekit.interfaces.Executor`: it runs a batch of independent
+    run specifications, reports every finished run as soon as it finishes, and stops cleanly on
+    interruption without losing finished runs.
+    """
+
+
 #: Hook name for every plugin kind, keyed by the kind's singular API name.
 HOOKS_BY_KIND: dict[str, str] = {
     "penalty": "sparsekit_register_penalties",
@@ -100,4 +130,7 @@ HOOKS_BY_KIND: dict[str, str] = {
     "dataset": "sparsekit_register_datasets",
     "model": "sparsekit_register_models",
     "regrowth": "sparsekit_register_regrowth_policies",
+    "scheduler": "sparsekit_register_schedulers",
+    "mask": "sparsekit_register_masks",
+    "executor": "sparsekit_register_executors",
 }

@@ -217,6 +217,139 @@ def check_regrowth(cls: type[Component], workdir: Path) -> None:
         assert torch.equal(weights1[name], weights2[name]), "regrowth must be deterministic"
 
 
+#: The backbone the mask contract runs on: ``small_resnet`` built for two ``shapes`` tasks.
+CONTRACT_RUN = {
+    "dataset": {"name": "shapes"},
+    "model": {"name": "small_resnet"},
+    "loss_combiner": {"name": "equal"},
+}
+CONTRACT_TASKS = ["segmentation", "depth"]
+
+
+def contract_model() -> Any:
+    """The mask contract's network, initialised from seed 0 (the global RNG is left alone)."""
+    from sparsekit.engine.components import resolve_component
+
+    provider = resolve_component("dataset", CONTRACT_RUN["dataset"])
+    tasks = provider.select_tasks(CONTRACT_TASKS)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        builder = resolve_component("model", CONTRACT_RUN["model"])
+        return builder.build(tasks, provider.in_channels)
+
+
+def save_contract_run(directory: Path) -> Path:
+    """Save a run of :func:`contract_model` with some zero groups and elements in ``directory``.
+
+    Components that read a sparsity pattern from a run directory (the ``meta`` mask) point their
+    ``example_params`` here.
+    """
+    from sparsekit.engine.sparsity import sparsity
+    from sparsekit.models import backbone_conv_weights
+    from sparsekit.reporting.result import Result
+
+    model = contract_model()
+    with torch.no_grad():
+        for weight in backbone_conv_weights(model).values():
+            weight[:, ::3] = 0.0
+            weight[weight.abs() < weight.abs().median()] = 0.0
+    Result(
+        config={**CONTRACT_RUN, "tasks": CONTRACT_TASKS},
+        tasks=CONTRACT_TASKS,
+        metrics={},
+        metric_directions={},
+        sparsity=sparsity(model),
+        layers=[],
+        profile=[],
+        timings={},
+        model=model,
+    ).save(directory)
+    return directory
+
+
+def check_scheduler(cls: type[Component], workdir: Path) -> None:
+    """Schedules stay in [0, target], end at the target, are monotone when dense-to-sparse, and
+    their update steps are exactly where ``is_update_step`` holds."""
+    from sparsekit.engine.components import resolve_component
+    from sparsekit.interfaces import SparsitySchedule
+
+    scheduler = make_instance(cls, workdir)
+    for target in (0.0, 0.3, 0.9):
+        for total in (1, 7, 120):
+            schedule = scheduler.schedule(target, total)
+            assert isinstance(schedule, SparsitySchedule)
+            assert schedule == scheduler.schedule(target, total), "schedules must be deterministic"
+            assert schedule.target == target and schedule.total_steps == total
+            levels = [schedule.sparsity_at(step) for step in range(total + 1)]
+            assert all(0.0 <= level <= target for level in levels)
+            assert levels[-1] == target, "the schedule must end at the target"
+            if schedule.dense_to_sparse:
+                assert all(b >= a for a, b in zip(levels, levels[1:], strict=False))
+            updates = [step for step in range(total + 1) if schedule.is_update_step(step)]
+            assert updates == list(schedule.update_steps)
+    regrowth = scheduler.regrowth()
+    if regrowth is not None:
+        resolve_component("regrowth", regrowth)
+
+
+def check_mask(cls: type[Component], workdir: Path) -> None:
+    """Keep masks have the right shapes, zero the target to one group (channel) or exactly
+    (element), and are deterministic under a seeded generator."""
+    from sparsekit.engine.pruning import zeroed_parameters
+    from sparsekit.models import backbone_conv_weights
+
+    criterion = make_instance(cls, workdir)
+    weights = {n: w.detach() for n, w in backbone_conv_weights(contract_model()).items()}
+    total = sum(w.numel() for w in weights.values())
+    largest_group = max(w.numel() // w.shape[1] for w in weights.values())
+    for granularity in ("channel", "element"):
+        for target in (0.0, 0.25, 0.6):
+            keep = criterion.keep_mask(
+                weights, target, granularity, torch.Generator().manual_seed(0)
+            )
+            again = criterion.keep_mask(
+                weights, target, granularity, torch.Generator().manual_seed(0)
+            )
+            assert set(keep) == set(weights)
+            for name, weight in weights.items():
+                shape = weight.shape if granularity == "element" else (weight.shape[1],)
+                assert keep[name].dtype == torch.bool and keep[name].shape == shape
+                assert torch.equal(keep[name], again[name]), "masks must be deterministic"
+            zeroed, budget = zeroed_parameters(weights, keep), round(target * total)
+            if granularity == "element":
+                assert zeroed == budget, f"{zeroed} zeroed, the target is {budget}"
+            else:
+                assert abs(zeroed - budget) <= largest_group, f"{zeroed} zeroed, target {budget}"
+
+
+def contract_call(value: int) -> int:
+    """The function the executor contract runs: doubles ``value``; raises for a negative one."""
+    if value < 0:
+        raise ValueError(f"contract_call got {value}")
+    return 2 * value
+
+
+def check_executor(cls: type[Component], workdir: Path) -> None:
+    """Every call is started once and reported once with its value, or with the error it raised,
+    and a failing call does not stop the others."""
+    executor = make_instance(cls, workdir)
+    assert executor.threads_per_call(3) >= 1
+    items = [3, -1, 5]
+    started: list[int] = []
+    outcomes: dict[int, Any] = {}
+
+    def on_done(outcome: Any) -> None:
+        assert outcome.index not in outcomes, "an outcome must be reported once"
+        outcomes[outcome.index] = outcome
+
+    executor.map_unordered(contract_call, items, started.append, on_done)
+    assert sorted(started) == [0, 1, 2]
+    assert sorted(outcomes) == [0, 1, 2]
+    assert outcomes[0].ok and outcomes[0].value == 6
+    assert outcomes[2].ok and outcomes[2].value == 10
+    assert not outcomes[1].ok and "contract_call got -1" in outcomes[1].error
+
+
 CHECKS: dict[str, Callable[[type[Component], Path], None]] = {
     "penalty": check_penalty,
     "loss_combiner": check_loss_combiner,
@@ -224,6 +357,9 @@ CHECKS: dict[str, Callable[[type[Component], Path], None]] = {
     "model": check_model,
     "learner": check_learner,
     "regrowth": check_regrowth,
+    "scheduler": check_scheduler,
+    "mask": check_mask,
+    "executor": check_executor,
 }
 
 

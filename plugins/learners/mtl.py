@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
 from sparsekit.engine.optim import ProximalOptimizer
 from sparsekit.engine.sparsity import sparsity
 from sparsekit.engine.training import (
+    Batch,
     EarlyStopping,
     autocast,
     cycle,
@@ -36,7 +38,10 @@ class MTLLearner(Learner):
 
     Every step runs the backbone once on a batch carrying targets for all tasks, combines the task
     losses with the loss combiner, takes an optimiser step on all parameters (model and combiner),
-    then the proximal step of the penalty on the backbone conv weights.
+    then the proximal step of the penalty on the backbone conv weights. In a scheduled run it
+    drives the context's pruner: masks are recomputed at the schedule's update steps and held at
+    zero after every optimiser step, and early stopping only considers checkpoints taken once the
+    sparsity is final.
 
     References:
         Upadhyay et al., "Less is More – Towards parsimonious multi-task models using structured
@@ -44,6 +49,7 @@ class MTLLearner(Learner):
     """
 
     name = "mtl"
+    supports_schedules = True
 
     class Config(ComponentConfig):
         log_every: int = 10
@@ -72,6 +78,34 @@ class MTLLearner(Learner):
         stopper = EarlyStopping(cfg.patience, [model, context.combiner])
         history = TrainingHistory()
         model.train()
+        pruner = context.pruner
+        if pruner is not None:
+            pruner.start(optimizer)
+        try:
+            step = self._loop(context, optimizer, scaler, batches, stopper, history)
+        finally:
+            if pruner is not None:
+                pruner.stop()
+        if cfg.patience is not None:
+            stopper.restore_best()
+            history.best_step = stopper.best_step
+        else:
+            history.best_step = step
+        return history
+
+    def _loop(
+        self,
+        context: TrainingContext,
+        optimizer: ProximalOptimizer,
+        scaler: torch.amp.GradScaler,
+        batches: Iterator[Batch],
+        stopper: EarlyStopping,
+        history: TrainingHistory,
+    ) -> int:
+        """The training steps; returns the last step taken."""
+        cfg, model, device, pruner = context.config, context.model, context.device, context.pruner
+        pin = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
+        step = 0
         for step in range(1, cfg.steps + 1):
             images, targets = to_device(next(batches), device, non_blocking=pin)
             with autocast(device, cfg.amp):
@@ -84,6 +118,9 @@ class MTLLearner(Learner):
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if pruner is not None:
+                pruner.after_step(step)
+            settled = pruner is None or pruner.settled(step)
             info = StepInfo(step, cfg.steps, loss_value, float(context.lam))
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 val_loss, _ = evaluate(
@@ -100,7 +137,8 @@ class MTLLearner(Learner):
                         "parameter": stats["parameter"],
                     }
                 )
-                stopper.update(step, val_loss)
+                if settled:
+                    stopper.update(step, val_loss)
                 info.val_loss = val_loss
                 info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
             elif step % self.config.log_every == 0:
@@ -110,9 +148,4 @@ class MTLLearner(Learner):
             if stopper.should_stop:
                 history.stopped_early = True
                 break
-        if cfg.patience is not None:
-            stopper.restore_best()
-            history.best_step = stopper.best_step
-        else:
-            history.best_step = step
-        return history
+        return step

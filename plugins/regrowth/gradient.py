@@ -60,6 +60,11 @@ class GradientRegrowth(RegrowthPolicy):
         """Half of the zeroed groups, Xavier-initialised, so the contract suite sees changes."""
         return {"fraction": 0.5, "init": "xavier"}
 
+    @property
+    def regrows_to_zero(self) -> bool:
+        """True with ``init="zeros"``: the chosen groups stay 0 until a mask releases them."""
+        return self.config.init == "zeros"
+
     def how_many(self, zeroed: int) -> int:
         """How many of ``zeroed`` groups of one layer regrow."""
         if self.config.count is not None:

@@ -9,11 +9,14 @@ from pydantic import ValidationError
 from sparsekit.config import ConfigError, describe_validation_error
 from sparsekit.interfaces import (
     DatasetProvider,
+    Executor,
     Learner,
     LossCombiner,
+    MaskCriterion,
     ModelBuilder,
     Penalty,
     RegrowthPolicy,
+    SparsityScheduler,
 )
 from sparsekit.plugins import get_registry
 
@@ -24,6 +27,9 @@ INTERFACES: dict[str, type] = {
     "dataset": DatasetProvider,
     "model": ModelBuilder,
     "regrowth": RegrowthPolicy,
+    "scheduler": SparsityScheduler,
+    "mask": MaskCriterion,
+    "executor": Executor,
 }
 
 

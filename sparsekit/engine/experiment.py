@@ -24,6 +24,7 @@ from sparsekit.engine.components import resolve_component
 from sparsekit.engine.efficiency import run_efficiency
 from sparsekit.engine.finetune import finetune
 from sparsekit.engine.learned_lambda import draw_initial_lambda
+from sparsekit.engine.scheduled import ScheduledRun, prepare_scheduled_run
 from sparsekit.engine.sparsity import layer_channels, sparsity
 from sparsekit.engine.training import evaluate, resolve_device, seed_everything
 from sparsekit.interfaces import StepInfo, TrainingContext
@@ -134,6 +135,33 @@ class Experiment:
         result.config = cfg.to_dict()
         return result
 
+    @staticmethod
+    def _fit_scheduled(learner: Any, context: TrainingContext, run: ScheduledRun) -> Any:
+        """A dense phase (``init: dense`` without ``init_from``), then the scheduled training."""
+        cfg, dense = context.config, None
+
+        def phase(steps: int, offset: int, pruner: Any) -> TrainingContext:
+            def report(info: StepInfo) -> None:
+                context.on_step(dataclasses.replace(info, step=offset + info.step, total=cfg.steps))
+
+            return dataclasses.replace(
+                context,
+                config=cfg.model_copy(update={"steps": steps}),
+                pruner=pruner,
+                on_step=report,
+            )
+
+        if run.dense_steps:
+            dense = learner.fit(phase(run.dense_steps, 0, None))
+        history = learner.fit(phase(run.scheduled_steps, run.dense_steps, run.pruner))
+        history.extra["schedule"] = run.describe()
+        if dense is not None:
+            history.extra["dense_phase"] = {
+                "profile": dense.profile,
+                "best_step": dense.best_step,
+            }
+        return history
+
     def _run(self, on_step: Callable[[StepInfo], None]) -> Result:
         cfg = self.config
         started = time.perf_counter()
@@ -153,6 +181,11 @@ class Experiment:
         splits = {split: provider.load(split, names) for split in ("train", "val", "test")}
         model = builder.build(tasks, provider.in_channels).to(device)
         combiner = combiner_factory.build(names).to(device)
+        scheduled = (
+            prepare_scheduled_run(cfg, learner, model, combiner)
+            if cfg.scheduler is not None
+            else None
+        )
         channels_before = layer_channels(model)
         context = TrainingContext(
             model=model,
@@ -168,7 +201,10 @@ class Experiment:
             on_step=on_step,
         )
         data_ready = time.perf_counter()
-        history = learner.fit(context)
+        if scheduled is None:
+            history = learner.fit(context)
+        else:
+            history = self._fit_scheduled(learner, context, scheduled)
         trained = time.perf_counter()
         _, metrics = evaluate(model, splits["test"], tasks, combiner, device)
         finished = time.perf_counter()

@@ -275,8 +275,9 @@ class MetaTrainer:
 
     Raises:
         ConfigError: a learned λ without a penalty, the ``proxssi`` outer optimiser (its λ is on
-            another scale than the inner prox's), mixed precision, episodes that do not fit the
-            tasks, or a training split too small for disjoint support and query batches.
+            another scale than the inner prox's), mixed precision, a regrowth policy that regrows
+            to zero, episodes that do not fit the tasks, or a training split too small for
+            disjoint support and query batches.
     """
 
     def __init__(self, learner: MetaLearner, context: TrainingContext) -> None:
@@ -291,6 +292,13 @@ class MetaTrainer:
             )
         if cfg.amp:
             raise ConfigError(f"learner {learner.name!r} runs in full precision; set amp: false")
+        regrowth = resolve_component("regrowth", options.regrowth)
+        if regrowth.regrows_to_zero:
+            raise ConfigError(
+                f"learner {learner.name!r}: regrowth {regrowth.name!r} leaves regrown groups at 0, "
+                "which changes nothing in meta-training (no mask holds zeroed groups there); "
+                "give it a non-zero initialisation, e.g. init: xavier"
+            )
         self.learner, self.context = learner, context
         model = context.model
         convs = backbone_conv_weights(model)
@@ -309,7 +317,7 @@ class MetaTrainer:
             lam=self.lam,
             inner_lr=options.inner_lr,
             inner_steps=options.inner_steps,
-            regrowth=resolve_component("regrowth", options.regrowth),
+            regrowth=regrowth,
             generator=context.generator,
             wrapper=learner.wrap(model),
         )
@@ -387,7 +395,7 @@ class MetaTrainer:
         for step in range(1, cfg.steps + 1):
             support_loss, query_loss, drawn = self.meta_step()
             counts.update("+".join(episode) for episode in drawn)
-            history.lam_history.append(self.lam.values())  # type: ignore[arg-type]
+            history.lam_history.append(self.lam.values())
             history.extra["support_loss"].append(support_loss)
             history.extra["query_loss"].append(query_loss)
             info = StepInfo(step, cfg.steps, query_loss, self.lam.mean())

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from torch.utils.data import Dataset
 
+from sparsekit.config import ConfigError
 from sparsekit.interfaces.base import Component
 
 if TYPE_CHECKING:
@@ -31,13 +32,18 @@ class DatasetProvider(Component):
         """The ``split`` (one of ``train``, ``val``, ``test``) with targets for ``tasks`` only."""
 
     def select_tasks(self, names: Sequence[str] | None) -> list[Task]:
-        """The tasks named (all when ``names`` is None); an unknown name is a clear error."""
+        """The tasks named (all when ``names`` is None).
+
+        Raises:
+            ConfigError: a name the data set does not provide (a ``ValueError``; the message
+                lists the tasks it has).
+        """
         available = {t.name: t for t in self.tasks()}
         if names is None:
             return list(available.values())
         unknown = [n for n in names if n not in available]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"data set {self.name!r} has no task {', '.join(map(repr, unknown))}; "
                 f"it has: {', '.join(available)}"
             )

@@ -49,6 +49,10 @@ class TrainingContext:
         device: the resolved device.
         generator: the seeded random generator for data order.
         on_step: called with a :class:`StepInfo` after every step.
+        pruner: for a scheduled run, the :class:`sparsekit.engine.pruning.Pruner` the learner
+            drives (``start(optimizer)`` before the first step, ``after_step(step)`` after every
+            optimiser step, ``stop()`` at the end); only learners whose class sets
+            ``supports_schedules = True`` are given one.
     """
 
     model: MultiTaskNet
@@ -62,6 +66,7 @@ class TrainingContext:
     device: torch.device
     generator: torch.Generator
     on_step: Callable[[StepInfo], None] = lambda info: None
+    pruner: Any = None
 
 
 @dataclass
@@ -73,14 +78,15 @@ class TrainingHistory:
             parameter sparsity of the backbone (fractions).
         best_step: the step whose weights were kept (lowest validation loss).
         stopped_early: whether patience ran out before the step budget.
-        lam_history: λ after every (meta-)step, for learners that learn it.
+        lam_history: λ after every (meta-)step, for learners that learn it: a float, or one
+            value per backbone conv layer with ``lam_per_layer``.
         extra: learner-specific records (e.g. meta-train and query losses).
     """
 
     profile: list[dict[str, float]] = field(default_factory=list)
     best_step: int = 0
     stopped_early: bool = False
-    lam_history: list[float] = field(default_factory=list)
+    lam_history: list[float | list[float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

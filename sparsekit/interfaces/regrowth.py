@@ -17,6 +17,16 @@ class RegrowthPolicy(Component):
     Only groups that are entirely zero may change; every other weight is left untouched.
     """
 
+    @property
+    def regrows_to_zero(self) -> bool:
+        """Whether regrown groups keep the value 0 (they are only released from a mask).
+
+        Such a policy changes nothing where no mask holds zeroed groups at zero, as in
+        meta-training, whose inner SGD step moves zeroed groups anyway; the meta-learners
+        reject it. False by default.
+        """
+        return False
+
     @abstractmethod
     def regrow(
         self,

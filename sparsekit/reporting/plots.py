@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
 def plot_sparsity_profile(profile: Sequence[dict[str, float]], path: Path) -> None:
@@ -66,6 +67,13 @@ def plot_layer_channels(layers: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def plot_metrics_vs_efficiency(rows: Sequence[tuple[str, Any]], path: Path) -> None:
+    """Write :func:`metrics_vs_efficiency_figure` of ``rows`` to the PNG ``path``."""
+    fig = metrics_vs_efficiency_figure(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def metrics_vs_efficiency_figure(rows: Sequence[tuple[str, Any]]) -> Figure:
     """Every task metric against the compression ratio (top) and measured speed-up (bottom).
 
     One column per task metric and one labelled point per run, as in Meta-Sparsity's Fig. 5;
@@ -77,7 +85,9 @@ def plot_metrics_vs_efficiency(rows: Sequence[tuple[str, Any]], path: Path) -> N
 
     Args:
         rows: ``(label, Result)`` pairs.
-        path: the PNG to write.
+
+    Returns:
+        The figure, axes ``[row][column]`` (row 0: CR, row 1: measured speed-up).
     """
     columns: list[tuple[str, str, bool]] = []
     for _, result in rows:
@@ -105,8 +115,7 @@ def plot_metrics_vs_efficiency(rows: Sequence[tuple[str, Any]], path: Path) -> N
             ax.grid(alpha=0.3)
     fig.suptitle("Task metrics against compression and speed-up")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def plot_lambda_and_sparsity(

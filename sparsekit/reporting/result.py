@@ -29,7 +29,8 @@ class Result:
         sparsity: ``{"group": g, "parameter": p}`` of the backbone, fractions in [0, 1].
         layers: per backbone conv layer: name, input channels, active before and after training.
         profile: sparsity and losses over training (one row per evaluation).
-        lam_history: λ after every (meta-)step, for learners that learn it.
+        lam_history: λ after every (meta-)step, for learners that learn it: a float, or one
+            value per backbone conv layer with ``lam_per_layer``.
         timings: wall-clock seconds of set-up, training, testing and in total.
         efficiency: compression ratio ``cr``, FLOPs speed-up ``sp`` and measured ``speedup`` of
             the compact model, with the counts and latencies behind them
@@ -45,7 +46,7 @@ class Result:
     layers: list[dict[str, Any]]
     profile: list[dict[str, float]]
     timings: dict[str, float]
-    lam_history: list[float] = field(default_factory=list)
+    lam_history: list[float | list[float]] = field(default_factory=list)
     best_step: int = 0
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

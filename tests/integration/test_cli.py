@@ -1,6 +1,7 @@
 """The command line: run with overrides and a progress bar, list plugins, report a run."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -59,6 +60,24 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("sparsekit: error: lam:") and "Traceback" not in err
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_user_errors_name_the_culprit_without_a_traceback(tmp_path, capsys):
+    cases = {
+        "tasks: [segmentation, sky]\n": r"no task 'sky'.*it has: segmentation",
+        "penalty: grup_lasso\n": r"'grup_lasso'.*Did you mean 'group_lasso'",
+        "learning_rate: 0.1\n": r"unknown config key 'learning_rate'",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        config = tmp_path / f"bad{i}.yaml"
+        config.write_text("steps: 1\ndevice: cpu\n" + text)
+        assert main(["run", str(config), "--run-dir", str(tmp_path / f"run{i}")]) == 2, text
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]  # after the progress bar, if it had started
+        assert last.startswith("sparsekit: error: ") and "Traceback" not in err
+        assert re.search(message, last), (text, err)
+    assert main(["run", str(tmp_path / "absent.yaml")]) == 2
+    assert "cannot read config file" in capsys.readouterr().err
 
 
 def test_python_dash_m_is_the_same_cli():

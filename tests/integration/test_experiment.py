@@ -3,14 +3,18 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import sparsekit
 from sparsekit import Experiment, Result
 from sparsekit.engine.sparsity import sparsity
+from sparsekit.engine.training import evaluate
 
+SMALL_DATA = {"n_train": 128, "n_val": 32, "n_test": 32, "image_size": 24}
 SMALL = {
-    "dataset": {"name": "shapes", "n_train": 128, "n_val": 32, "n_test": 32, "image_size": 24},
+    "dataset": {"name": "shapes", **SMALL_DATA},
     "steps": 60,
     "batch_size": 16,
     "eval_every": 20,
@@ -52,6 +56,16 @@ def test_reported_sparsity_matches_the_weights(sparse_result):
     assert result.sparsity["parameter"] == pytest.approx(zero_params / total_params)
     active = sum(row["active_after"] for row in result.layers)
     assert active == total_groups - zero_groups
+    assert all(row["active_before"] == row["total"] for row in result.layers)  # random init
+    assert sum(row["total"] for row in result.layers) == total_groups
+
+
+def test_timings_are_consistent(sparse_result):
+    result, _ = sparse_result
+    t = result.timings
+    assert set(t) == {"setup_s", "train_s", "test_s", "total_s"}
+    assert all(v > 0 for v in t.values())
+    assert t["total_s"] == pytest.approx(t["setup_s"] + t["train_s"] + t["test_s"], rel=1e-9)
 
 
 def test_lambda_zero_gives_no_sparsity():
@@ -94,12 +108,64 @@ def test_run_directory_reloads(sparse_result):
     assert [row["step"] for row in profile] == [20, 40, 60]
 
 
+def _splits():
+    provider = sparsekit.create("dataset", "shapes", **SMALL_DATA)
+    tasks = provider.tasks()
+    names = [t.name for t in tasks]
+    return tasks, {split: provider.load(split, names) for split in ("val", "test")}
+
+
 def test_early_stopping_keeps_the_best_validation_model():
-    result = run(lam=0.0, steps=60, eval_every=10, patience=1, loss_combiner="equal")
+    # A learning rate this high makes the validation loss rise again within a few evaluations.
+    result = run(
+        lam=0.0,
+        steps=200,
+        eval_every=5,
+        patience=2,
+        loss_combiner="equal",
+        optimizer={"lr": 0.05},
+    )
+    assert result.stopped_early and result.profile[-1]["step"] < 200
     best = min(result.profile, key=lambda row: row["val_loss"])
-    assert result.best_step == best["step"]
-    if result.stopped_early:
-        assert result.profile[-1]["step"] < 60
+    assert result.best_step == best["step"] < result.profile[-1]["step"]
+    tasks, splits = _splits()
+    val_loss, _ = evaluate(result.model, splits["val"], tasks, result.combiner, torch.device("cpu"))
+    # The returned model is the best checkpoint, not the last weights trained.
+    assert val_loss == pytest.approx(best["val_loss"], rel=1e-6)
+    assert val_loss < result.profile[-1]["val_loss"]
+
+
+def test_test_metrics_are_those_of_the_returned_model(sparse_result):
+    result, _ = sparse_result
+    tasks, splits = _splits()
+    _, metrics = evaluate(result.model, splits["test"], tasks, result.combiner, torch.device("cpu"))
+    assert metrics == result.metrics
+    # mIoU recomputed from the model's own predictions with a NumPy confusion matrix.
+    images = torch.stack([splits["test"][i][0] for i in range(len(splits["test"]))])
+    labels = torch.stack([splits["test"][i][1]["segmentation"] for i in range(len(splits["test"]))])
+    result.model.eval()
+    with torch.no_grad():
+        predicted = result.model(images)["segmentation"].argmax(dim=1).numpy().ravel()
+    truth = labels.numpy().ravel()
+    confusion = np.zeros((5, 5))
+    np.add.at(confusion, (truth, predicted), 1)
+    tp = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    miou = float(np.mean(tp[union > 0] / union[union > 0]))
+    assert result.metrics["segmentation"]["miou"] == pytest.approx(miou, rel=1e-9)
+
+
+def test_the_test_split_never_influences_training():
+    """Runs that differ only in their test scenes train bit-identical models."""
+    first = run(lam=0.5, steps=20, eval_every=5, patience=3)
+    other_data = {"name": "shapes", **SMALL_DATA, "n_test": 16}
+    second = run(lam=0.5, steps=20, eval_every=5, patience=3, dataset=other_data)
+    assert first.profile == second.profile and first.best_step == second.best_step
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert first.metrics != second.metrics  # the test scenes did differ
 
 
 def test_failure_keeps_config_and_error(tmp_path):

@@ -21,11 +21,13 @@ TINY = {"name": "shapes", "n_train": 32, "n_val": 8, "n_test": 8, "image_size": 
 STEPS = 4
 
 
-def run(learner: str = "maml", **fields):
+def run(learner: str | dict = "maml", **fields):
+    """A tiny run; ``learner`` is a name (batch 4, α_in 0.1) or a complete learner spec."""
+    spec = learner if isinstance(learner, dict) else {"name": learner}
     options = {
         "dataset": TINY,
         "tasks": ["segmentation", "depth"],
-        "learner": {"name": learner, "batch_size": 4, "inner_lr": 0.1},
+        "learner": {"batch_size": 4, "inner_lr": 0.1, **spec},
         "lam": "learned",
         "steps": STEPS,
         "batch_size": 8,
@@ -187,3 +189,106 @@ def test_regrowth_acts_on_every_episode_clone_only():
     assert all(call["backbone.0.weight"] is not meta_weight for call in policy.calls)
     # Regrowing the clones of the first meta-step left Θ_meta's zero group at zero.
     assert policy.meta_zero_groups[:3] == [1, 1, 1]
+
+
+def test_gradient_regrowth_to_zero_is_rejected_in_meta_training():
+    with pytest.raises(ConfigError, match="regrowth 'gradient' leaves regrown groups at 0"):
+        run({"name": "maml", "regrowth": {"name": "gradient"}})
+    xavier = {"name": "gradient", "init": "xavier", "fraction": 0.5}
+    result = run({"name": "maml", "regrowth": xavier})
+    assert len(result.lam_history) == STEPS
+
+
+def test_initial_lambda_is_drawn_from_lam_init_per_seed():
+    """λ₀ ~ U(0.1, 1) by default: with a negligible λ learning rate λ stays at its draw."""
+    frozen = {"name": "maml", "lam_lr": 1e-12}
+    starts = [run(frozen, seed=seed).lam_history for seed in (0, 1, 2)]
+    for history in starts:
+        assert all(0.1 <= value <= 1.0 for value in history)
+        assert history[-1] == pytest.approx(history[0], abs=1e-6)
+    assert len({round(history[0], 6) for history in starts}) == 3
+    narrow = run(frozen, lam_init=(0.4, 0.45)).lam_history
+    assert 0.4 <= narrow[0] <= 0.45
+
+
+META_TASKS = ["segmentation", "depth", "normals"]
+#: Momentum and weight decay: either would revive zeroed weights if nothing held them at zero.
+SGD = {"name": "sgd_prox", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def meta_trained(tmp_path_factory):
+    """A ``maml`` run with a learned λ that zeroed some, not all, backbone groups; saved."""
+    run_dir = tmp_path_factory.mktemp("runs") / "meta"
+    result = run(
+        "maml",
+        tasks=META_TASKS,
+        lam_init=(1.5, 1.5),
+        steps=6,
+        optimizer={"lr": 0.01},
+        run_dir=run_dir,
+    )
+    assert 0.05 < result.sparsity["group"] < 0.95, result.sparsity
+    assert result.lam_history[-1] != result.lam_history[0]
+    return result, run_dir
+
+
+def zero_masks(model):
+    return {n: w.detach() == 0 for n, w in backbone_conv_weights(model).items()}
+
+
+def assert_zeros_kept(parent, child):
+    before, after = zero_masks(parent.model), zero_masks(child.model)
+    assert any(m.any() for m in before.values())
+    for name, mask in before.items():
+        assert torch.equal(after[name], mask), name
+    assert child.sparsity == parent.sparsity
+
+
+@pytest.mark.parametrize("mode", ["head", "all"])
+def test_meta_trained_run_meta_tests_with_an_unseen_task(meta_trained, mode):
+    from sparsekit.engine.components import resolve_component
+    from sparsekit.engine.training import evaluate
+
+    parent, _ = meta_trained
+    tuned = parent.finetune(add_tasks=["edges"], mode=mode, steps=4, optimizer=SGD)
+    assert tuned.tasks == [*META_TASKS, "edges"]
+    assert_zeros_kept(parent, tuned)
+    backbone_same = all(
+        torch.equal(a, b)
+        for a, b in zip(
+            tuned.model.backbone.state_dict().values(),
+            parent.model.backbone.state_dict().values(),
+            strict=True,
+        )
+    )
+    assert backbone_same == (mode == "head")
+    assert tuned.extra["finetune"]["parent_lam"] == pytest.approx(parent.lam_history[-1])
+    # The reported metrics are the final model's on the test split, recomputed here.
+    provider = resolve_component("dataset", TINY)
+    tasks = provider.select_tasks(tuned.tasks)
+    _, metrics = evaluate(
+        tuned.model, provider.load("test", tuned.tasks), tasks, tuned.combiner, torch.device("cpu")
+    )
+    assert metrics == tuned.metrics
+
+
+def test_saved_meta_trained_run_finetunes_from_the_cli(meta_trained, tmp_path, capsys):
+    import json
+
+    from sparsekit import Result
+    from sparsekit.cli import main
+
+    parent, run_dir = meta_trained
+    loaded = Result.load(run_dir)
+    assert loaded.lam_history == parent.lam_history
+    out = tmp_path / "ft"
+    code = main(
+        ["finetune", str(run_dir), "--add-task", "edges", "--mode", "all", "--steps", "2"]
+        + ["--run-dir", str(out)]
+    )
+    assert code == 0
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["tasks"] == [*META_TASKS, "edges"]
+    assert saved["sparsity"] == parent.sparsity
+    assert_zeros_kept(parent, Result.load(out))

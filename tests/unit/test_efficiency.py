@@ -182,3 +182,41 @@ def test_measuring_leaves_the_global_random_state_alone() -> None:
     state = torch.get_rng_state()
     measure_efficiency(model, (3, 8, 8), batch_sizes=(1,), repeats=1, warmup=0)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_fig5_plots_each_task_metric_against_cr_and_measured_speedup() -> None:
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from sparsekit.reporting.plots import metrics_vs_efficiency_figure
+
+    def run(cr: float, speedup: float | None, miou: float, rmse: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            metrics={"seg": {"miou": miou}, "depth": {"rmse": rmse}},
+            metric_directions={"seg": {"miou": True}, "depth": {"rmse": False}},
+            efficiency={"cr": cr, "sp": 2.0, "speedup": speedup},
+        )
+
+    rows = [
+        ("dense", run(1.0, 1.0, 0.6, 0.30)),
+        ("sparse", run(4.0, 1.8, 0.5, 0.35)),
+        ("all zero", run(math.inf, None, 0.1, 0.90)),  # no finite CR, no speed-up: left out
+    ]
+    fig = metrics_vs_efficiency_figure(rows)
+    axes = [ax for ax in fig.axes if ax.collections]
+    grid = {(ax.get_xlabel(), ax.get_ylabel()): ax for ax in axes}
+    assert set(grid) == {
+        (x, y)
+        for x in ("compression ratio CR", "measured speed-up")
+        for y in ("seg/miou ↑", "depth/rmse ↓")
+    }
+
+    def points(ax) -> list[tuple[float, float]]:
+        return sorted(tuple(map(float, c.get_offsets()[0])) for c in ax.collections)
+
+    assert points(grid["compression ratio CR", "seg/miou ↑"]) == [(1.0, 0.6), (4.0, 0.5)]
+    assert points(grid["measured speed-up", "depth/rmse ↓"]) == [(1.0, 0.30), (1.8, 0.35)]
+    labels = sorted(t.get_text() for t in grid["measured speed-up", "seg/miou ↑"].texts)
+    assert labels == ["dense", "sparse"]
+    plt.close(fig)

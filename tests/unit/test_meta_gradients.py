@@ -83,9 +83,9 @@ def tiny_batch(seed: int, size: int = 4) -> tuple[Tensor, dict[str, Tensor]]:
     }
 
 
-def episode_batch() -> EpisodeBatch:
+def episode_batch(episode: tuple[str, ...] = EPISODE) -> EpisodeBatch:
     empty = torch.empty(0, dtype=torch.long)
-    return EpisodeBatch(EPISODE, tiny_batch(1), tiny_batch(2), empty, empty)
+    return EpisodeBatch(episode, tiny_batch(1), tiny_batch(2), empty, empty)
 
 
 def make_state(learner: MAMLLearner | ANILLearner, inner_steps: int) -> MetaState:
@@ -127,17 +127,27 @@ def soft_threshold(weight: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def combined_loss(
-    outputs: dict[str, Tensor], targets: dict[str, Tensor], log_vars: Tensor
+    outputs: dict[str, Tensor],
+    targets: dict[str, Tensor],
+    log_vars: Tensor,
+    episode: tuple[str, ...] = EPISODE,
 ) -> Tensor:
+    """Σ exp(−s_t)·L_t + s_t over the episode's tasks; s_t is log_vars at the task's position."""
     total = log_vars.new_zeros(())
-    for index, name in enumerate(EPISODE):
+    for name in episode:
+        index = list(TASKS).index(name)
         loss = TASKS[name].loss(outputs[name], targets[name])
         total = total + torch.exp(-log_vars[index]) * loss + log_vars[index]
     return total
 
 
 def reference(
-    state: MetaState, batch: EpisodeBatch, *, anil: bool = False, first_order: bool = False
+    state: MetaState,
+    batch: EpisodeBatch,
+    *,
+    anil: bool = False,
+    first_order: bool = False,
+    episode: tuple[str, ...] = EPISODE,
 ) -> tuple[Tensor, list[Tensor]]:
     """Query loss of a functional inner loop, and every group's distance to its threshold."""
     net = copy.deepcopy(state.model)
@@ -161,15 +171,21 @@ def reference(
         params = prox_all(params)
     images, targets = batch.support
     for _ in range(state.inner_steps):
-        loss = combined_loss(functional_call(net, params, (images,)), targets, log_vars)
+        outputs = functional_call(net, params, (images,))
+        loss = combined_loss(outputs, targets, log_vars, episode)
         names = [n for n in params if n.startswith("heads.") or not anil]
-        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=not first_order)
-        stepped = {n: params[n] - INNER_LR * g for n, g in zip(names, grads, strict=True)}
+        grads = torch.autograd.grad(
+            loss, [params[n] for n in names], create_graph=not first_order, allow_unused=True
+        )
+        stepped = {
+            n: params[n] - INNER_LR * g for n, g in zip(names, grads, strict=True) if g is not None
+        }
         params = {**params, **stepped}
         if not anil:
             params = prox_all(params)
     images, targets = batch.query
-    return combined_loss(functional_call(net, params, (images,)), targets, log_vars), margins
+    query = combined_loss(functional_call(net, params, (images,)), targets, log_vars, episode)
+    return query, margins
 
 
 def check_prox_is_informative(margins: list[Tensor]) -> None:
@@ -233,6 +249,94 @@ def test_meta_gradient_matches_functional_reference(learner, first_order):
     for name, g, e in zip(params, got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-10, msg=f"meta-gradient of {name}")
     assert all(float(g.abs().sum()) > 0 for g in got)
+
+
+def test_single_task_episode_loss_uses_only_its_own_task():
+    """An episode of one task: its loss and uncertainty weight alone, inner and outer."""
+    learner = MAMLLearner(inner_lr=INNER_LR)
+    state = make_state(learner, inner_steps=2)
+    episode = ("seg",)
+    params = outer_params(state)
+    got = torch.autograd.grad(
+        learner.episode_losses(state, episode_batch(episode))[1],
+        list(params.values()),
+        allow_unused=True,
+    )
+    expected_loss, _ = reference(state, episode_batch(episode), episode=episode)
+    two_task_loss, _ = reference(state, episode_batch(episode), episode=EPISODE)
+    expected = torch.autograd.grad(expected_loss, list(params.values()), allow_unused=True)
+    for name, g, e in zip(params, got, expected, strict=True):
+        g = torch.zeros_like(params[name]) if g is None else g
+        e = torch.zeros_like(params[name]) if e is None else e
+        torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-10, msg=f"meta-gradient of {name}")
+    named = dict(zip(params, got, strict=True))
+    # The absent task's head and log-variance get nothing; the present one's do.
+    assert named["combiner.log_vars"][1] == 0 and named["combiner.log_vars"][0] != 0
+    assert all(named[n] is None or not named[n].any() for n in params if ".attr." in n)
+    assert float(named["rho"]) != 0
+    query = learner.episode_losses(state, episode_batch(episode))[1].detach()
+    expected_value, two_task_value = float(expected_loss.detach()), float(two_task_loss.detach())
+    assert float(query) == pytest.approx(expected_value, rel=1e-10)
+    assert abs(two_task_value - expected_value) > 1e-3
+
+
+def test_one_meta_step_follows_the_documented_update_order():
+    """Outer SGD step on Θ_meta and ρ from the query meta-gradient, then prox with the NEW λ.
+
+    docs/meta_learning.md, "One meta-step, in order": θ' = θ − α_out·g_θ, ρ' = ρ − α_ρ·g_ρ,
+    then w ← prox(w', α_out, softplus_β(ρ')) on the backbone convs; the heads, BatchNorm
+    affine parameters and the combiner are not proxed. Reference: the functional inner loop.
+    """
+    alpha_out, alpha_rho = 0.2, 0.5
+    learner = MAMLLearner(
+        inner_lr=INNER_LR,
+        episodes_per_batch=1,
+        batch_size=4,
+        lam_lr=alpha_rho,
+        episodes=(EPISODE,),
+    )
+    context = tiny_context(lam=LAM)
+    context.config = build_config(
+        {
+            "lam": "learned",
+            "lam_beta": BETA,
+            "steps": 1,
+            "device": "cpu",
+            "optimizer": {"name": "sgd_prox", "lr": alpha_out, "momentum": 0.0},
+        }
+    )
+    with torch.no_grad():
+        context.combiner.log_vars.copy_(torch.tensor([0.3, -0.2]))
+    trainer = MetaTrainer(learner, context)
+    batch = trainer.stream.next()
+    trainer.stream.next = lambda: batch
+    state = trainer.state
+    params = outer_params(state)
+    expected_loss, margins = reference(state, batch)
+    check_prox_is_informative(margins)
+    grads = dict(
+        zip(params, torch.autograd.grad(expected_loss, list(params.values())), strict=True)
+    )
+    before = {n: p.detach().clone() for n, p in params.items()}
+    trainer.meta_step()
+
+    rho = before["rho"] - alpha_rho * grads["rho"]
+    new_lam = F.softplus(rho, beta=BETA)
+    old_lam = F.softplus(before["rho"], beta=BETA)
+    zeroed_by_outer = 0
+    for name, param in params.items():
+        stepped = before[name] - (alpha_rho if name == "rho" else alpha_out) * grads[name]
+        if name.removeprefix("model.") in CONVS:
+            expected, margin = soft_threshold(stepped, alpha_out * new_lam)
+            with_old_lam, _ = soft_threshold(stepped, alpha_out * old_lam)
+            assert margin.abs().min() > 1e-6
+            zeroed_by_outer += int((margin < 0).sum())
+            assert not torch.allclose(expected, with_old_lam, rtol=1e-6, atol=1e-8)
+        else:
+            expected = stepped
+        torch.testing.assert_close(param.detach(), expected, rtol=1e-9, atol=1e-12, msg=name)
+    assert zeroed_by_outer > 0
+    assert float(new_lam) != pytest.approx(float(old_lam), rel=1e-3)
 
 
 def test_first_order_differs_from_second_order():

@@ -1,0 +1,159 @@
+"""Scheduled runs: the Table 5 baselines, sparsified by a schedule and a mask criterion.
+
+A scheduled run (``scheduler`` set in the experiment) has no penalty. It starts from ``init``
+weights — ``random`` (the model builder's initialisation) or ``dense`` (a trained dense
+multi-task model: the checkpoint of ``init_from``, or a dense phase of ``dense_steps`` trained
+within the run) — and the learner trains it while a :class:`~sparsekit.engine.pruning.Pruner`
+applies the scheduler's :class:`~sparsekit.interfaces.SparsitySchedule` with the mask
+criterion. The target is a fraction of backbone conv parameters, or the parameter sparsity a
+finished run reached (``target: {from_run: RUN_DIR}``, Table 5's matched budget).
+
+See docs/baselines.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsekit.config import ConfigError, ExperimentConfig, TargetFromRun
+from sparsekit.engine.components import resolve_component
+from sparsekit.engine.pruning import Pruner
+from sparsekit.models import MultiTaskNet
+
+#: Offset of the pruning generator's seed from the run's seed, so that drawing random masks or
+#: regrowth does not shift the data order drawn from the run's own generator.
+PRUNING_SEED_OFFSET = 7919
+
+
+def resolve_target(target: float | TargetFromRun) -> float:
+    """The target fraction: the number itself, or the parameter sparsity a run's result reached.
+
+    Raises:
+        ConfigError: the run directory holds no readable ``result.json`` with a parameter
+            sparsity in ``[0, 1)``.
+    """
+    if not isinstance(target, TargetFromRun):
+        return float(target)
+    path = Path(target.from_run) / "result.json"
+    try:
+        value = json.loads(path.read_text())["sparsity"]["parameter"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"target from_run: cannot read the parameter sparsity from {str(path)!r} ({exc})"
+        ) from None
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ConfigError(f"target from_run: {str(path)!r} holds parameter sparsity {value!r}")
+    return float(value)
+
+
+def load_dense_weights(model: MultiTaskNet, combiner: torch.nn.Module, run_dir: Path) -> None:
+    """Copy the weights of the dense model saved in ``run_dir`` into ``model`` (and ``combiner``).
+
+    Raises:
+        ConfigError: no checkpoint, or one of another architecture or task set.
+    """
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise ConfigError(f"init_from: {str(run_dir)!r} holds no trained model (missing model.pt)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise ConfigError(
+            f"init_from: the model in {str(run_dir)!r} does not fit this experiment's model and "
+            f"tasks ({str(exc).splitlines()[0]})"
+        ) from None
+    if "combiner" in state:
+        try:
+            combiner.load_state_dict(state["combiner"])
+        except RuntimeError:
+            pass  # a combiner of another kind starts fresh; the network is what init means
+
+
+@dataclass
+class ScheduledRun:
+    """What a scheduled experiment resolved: its pruner, target and the split of its steps.
+
+    Attributes:
+        pruner: the pruner the learner drives.
+        target: the target fraction of backbone conv parameters.
+        dense_steps: steps of the dense phase trained before the schedule (0 when none).
+        scheduled_steps: steps the schedule spans.
+    """
+
+    pruner: Pruner
+    target: float
+    dense_steps: int
+    scheduled_steps: int
+
+    def describe(self) -> dict[str, Any]:
+        """The run's schedule and every mask update, for ``Result.extra``."""
+        schedule = self.pruner.schedule
+        return {
+            "target": self.target,
+            "dense_steps": self.dense_steps,
+            "scheduled_steps": self.scheduled_steps,
+            "update_steps": list(schedule.update_steps),
+            "levels": list(schedule.levels),
+            "updates": self.pruner.updates,
+        }
+
+
+def dense_phase_steps(cfg: ExperimentConfig) -> int:
+    """Steps trained dense within the run before the schedule starts."""
+    if cfg.init != "dense" or cfg.init_from is not None:
+        return 0
+    return cfg.dense_steps if cfg.dense_steps is not None else cfg.steps // 2
+
+
+def prepare_scheduled_run(
+    cfg: ExperimentConfig, learner: Any, model: MultiTaskNet, combiner: torch.nn.Module
+) -> ScheduledRun:
+    """Resolve scheduler, mask, target and initial weights of a scheduled run.
+
+    With ``init: dense`` and ``init_from`` the dense weights are loaded here; a dense phase
+    within the run is left to the caller (it needs the data), which trains ``dense_steps``
+    first.
+
+    Raises:
+        ConfigError: a learner that cannot drive a schedule, drop-and-grow at element
+            granularity, or an unreadable target or dense run.
+    """
+    if not getattr(learner, "supports_schedules", False):
+        raise ConfigError(
+            f"a scheduled run needs a learner that drives a sparsity schedule (mtl); learner "
+            f"{learner.name!r} does not"
+        )
+    scheduler = resolve_component("scheduler", cfg.scheduler)
+    criterion = resolve_component("mask", cfg.mask)
+    assert cfg.target is not None
+    target = resolve_target(cfg.target)
+    regrowth_spec = scheduler.regrowth()
+    regrowth = None
+    if regrowth_spec is not None:
+        if cfg.granularity != "channel":
+            raise ConfigError(
+                f"scheduler {scheduler.name!r} regrows channel groups; it needs granularity: "
+                f"channel, got {cfg.granularity!r}"
+            )
+        regrowth = resolve_component("regrowth", regrowth_spec)
+    if cfg.init_from is not None:
+        load_dense_weights(model, combiner, cfg.init_from)
+    dense_steps = dense_phase_steps(cfg)
+    scheduled_steps = cfg.steps - dense_steps
+    generator = torch.Generator().manual_seed(cfg.seed + PRUNING_SEED_OFFSET)
+    pruner = Pruner(
+        model,
+        scheduler.schedule(target, scheduled_steps),
+        criterion,
+        cfg.granularity,
+        generator,
+        regrowth,
+    )
+    return ScheduledRun(pruner, target, dense_steps, scheduled_steps)

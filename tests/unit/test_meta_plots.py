@@ -1,0 +1,55 @@
+"""The meta-sparsity plots draw the λ trajectory, the sparsity profile and the meta losses."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparsekit.reporting import plots
+
+PROFILE = [
+    {"step": 2, "group": 0.1, "parameter": 0.25},
+    {"step": 4, "group": 0.3, "parameter": 0.5},
+]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure the plotting functions close, kept for inspection."""
+    closed = []
+    real_close = plots.plt.close
+
+    def keep(fig):
+        closed.append(fig)
+        real_close(fig)
+
+    monkeypatch.setattr(plots.plt, "close", keep)
+    return closed
+
+
+def lines(ax):
+    return [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()]
+
+
+def test_lambda_plot_draws_the_trajectory_and_the_sparsity_profile(tmp_path, figures):
+    plots.plot_lambda_and_sparsity([0.9, 0.7, 0.5, 0.4], PROFILE, tmp_path / "lam.png")
+    assert (tmp_path / "lam.png").stat().st_size > 0
+    ax_lam, ax_sparsity = figures[-1].axes
+    assert lines(ax_lam) == [([1, 2, 3, 4], [0.9, 0.7, 0.5, 0.4])]
+    assert lines(ax_sparsity) == [
+        ([2, 4], [pytest.approx(10.0), pytest.approx(30.0)]),
+        ([2, 4], [pytest.approx(25.0), pytest.approx(50.0)]),
+    ]
+
+
+def test_per_layer_lambda_plot_draws_each_layer_and_the_mean(tmp_path, figures):
+    history = [[0.2, 0.6], [0.1, 0.5], [0.3, 0.3]]
+    plots.plot_lambda_and_sparsity(history, PROFILE, tmp_path / "lam.png")
+    drawn = lines(figures[-1].axes[0])
+    assert drawn[0] == ([1, 2, 3], [0.2, 0.1, 0.3])
+    assert drawn[1] == ([1, 2, 3], [0.6, 0.5, 0.3])
+    assert drawn[2][1] == [pytest.approx(0.4), pytest.approx(0.3), pytest.approx(0.3)]
+
+
+def test_meta_loss_plot_draws_support_and_query_losses(tmp_path, figures):
+    plots.plot_meta_losses([3.0, 2.0], [2.5, 1.5], tmp_path / "losses.png")
+    assert lines(figures[-1].axes[0]) == [([1, 2], [3.0, 2.0]), ([1, 2], [2.5, 1.5])]
