@@ -44,7 +44,8 @@ class SparsitySchedule:
         if len(self.update_steps) != len(self.levels) or not self.update_steps:
             raise ValueError("update_steps and levels must be non-empty and of equal length")
         steps = self.update_steps
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)) or not 0 <= steps[0] <= steps[-1]:
+        increasing = all(b > a for a, b in zip(steps, steps[1:], strict=False))
+        if not increasing or steps[0] < 0:
             raise ValueError(f"update steps must increase strictly from 0 on, got {steps}")
         if steps[-1] > self.total_steps:
             raise ValueError(f"update step {steps[-1]} is beyond total_steps {self.total_steps}")

@@ -190,15 +190,18 @@ def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
     if not columns:
         return
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.8), squeeze=False)
+    colours = plt.get_cmap("tab20")
+    markers = "osD^v<>pPX*h"
     for ax, (task, metric, up) in zip(axes[0], columns, strict=True):
-        for row in rows:
+        for index, row in enumerate(rows):
             xs = row.values(lambda r: (r.sparsity or {}).get("parameter"))
             ys = row.values(_metric(task, metric))
             (x, xerr), (y, yerr) = mean_std([100 * v for v in xs]), mean_std(ys)
             if x is None or y is None:
                 continue
             name = " / ".join([row.label, *(v for v in row.keys.values() if v != "—")])
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=name)
+            style = {"fmt": markers[index % len(markers)], "color": colours(index % 20)}
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, capsize=3, label=name, **style)
         ax.set_xlabel("% parameter sparsity of the backbone")
         ax.set_ylabel(f"{metric} {'↑' if up else '↓'}")
         ax.set_title(task)

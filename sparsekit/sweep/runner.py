@@ -76,7 +76,8 @@ class Sweep:
 
     def __init__(self, config: SweepConfig | None = None, **fields: Any) -> None:
         if config is not None and fields:
-            config = build_sweep_config({**config.model_dump(), **fields})
+            staged = config.model_dump(exclude={"grid", "cases"})
+            config = build_sweep_config({**staged, **fields})
         elif config is None:
             config = build_sweep_config(fields)
         self.config = config
