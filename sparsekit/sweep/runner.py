@@ -152,14 +152,15 @@ class Sweep:
             store.register(spec)
         executor = resolve_component("executor", self.config.executor)
         summary = SweepSummary()
+        in_flight: set[str] = set()
         try:
             for stage in self.config.stages:
                 stage_specs = [s for s in specs if s.stage == stage.name]
-                self._run_stage(stage_specs, store, executor, summary, on_start, on_done)
+                self._run_stage(stage_specs, store, executor, summary, in_flight, on_start, on_done)
         except KeyboardInterrupt:
-            for row in store.rows("running"):
-                store.mark_failed(row.run_id, "interrupted before it finished", "interrupted")
-                summary.interrupted.append(row.run_id)
+            for run_id in sorted(in_flight):
+                store.mark_failed(run_id, "interrupted before it finished", "interrupted")
+                summary.interrupted.append(run_id)
             summary.wall_s = time.perf_counter() - started
             raise SweepInterrupted(summary) from None
         summary.wall_s = time.perf_counter() - started
@@ -171,6 +172,7 @@ class Sweep:
         store: ResultStore,
         executor: Any,
         summary: SweepSummary,
+        in_flight: set[str],
         on_start: Callable[[RunSpec], None] | None,
         on_done: Callable[[RunSpec, TaskOutcome], None] | None,
     ) -> None:
@@ -197,6 +199,7 @@ class Sweep:
 
         def started(index: int) -> None:
             store.mark_running(todo[index].run_id)
+            in_flight.add(todo[index].run_id)
             if on_start is not None:
                 on_start(todo[index])
 
@@ -208,6 +211,7 @@ class Sweep:
             else:
                 store.mark_failed(spec.run_id, outcome.error or "unknown error")
                 summary.failed.append(spec.run_id)
+            in_flight.discard(spec.run_id)
             if on_done is not None:
                 on_done(spec, outcome)
 
