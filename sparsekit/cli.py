@@ -160,17 +160,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsekit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment from a YAML config")
     run.add_argument("config", help="YAML file of ExperimentConfig fields")
-    run.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config field (dotted keys for nested fields); repeatable",
-    )
+    _add_set_option(run, "override a config field (dotted keys for nested fields); repeatable")
     run.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
     run.set_defaults(func=cmd_run)
     finetune = sub.add_parser(
@@ -196,12 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="head: train only the fine-tuned heads; all: the backbone too",
     )
     finetune.add_argument("--steps", type=int, help="fine-tuning steps")
-    finetune.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="a FinetuneConfig field (e.g. optimizer.lr=0.01); repeatable",
-    )
+    _add_set_option(finetune, "a FinetuneConfig field (e.g. optimizer.lr=0.01); repeatable")
     finetune.add_argument(
         "--run-dir", dest="out", help="where to write the fine-tuned run (default RUN_DIR/finetune)"
     )
@@ -227,12 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a sweep (sparsekit sweep SWEEP.yaml) or report one (sweep report SWEEP_DIR)",
     )
     sweep.add_argument("target", nargs="+", metavar="SWEEP.yaml | report SWEEP_DIR")
-    sweep.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a sweep field (e.g. seeds=[0,1] or base.steps=100); repeatable",
-    )
+    _add_set_option(sweep, "override a sweep field (e.g. seeds=[0,1], base.steps=100); repeatable")
     sweep.set_defaults(func=cmd_sweep)
     return parser
 

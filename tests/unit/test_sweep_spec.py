@@ -182,3 +182,14 @@ def test_report_statistics_bold_best_and_directions(tmp_path):
     assert float(rows[1]["seg.miou.mean"]) == pytest.approx(mean_b)
     assert float(rows[1]["seg.miou.std"]) == pytest.approx(std_b)
     assert (tmp_path / "metrics_vs_sparsity.png").stat().st_size > 10_000
+
+
+def test_cli_style_overrides_reach_the_sweep_config(tmp_path):
+    from sparsekit.config import parse_overrides
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"directory: {tmp_path}\nbase: {{steps: 9}}\ngrid: {{lam: [0.1]}}\n")
+    sweep = Sweep.from_yaml(path, parse_overrides(["seeds=[5, 6]", "base.batch_size=4"]))
+    runs = sweep.runs()
+    assert [r.seed for r in runs] == [5, 6]
+    assert all(r.config["steps"] == 9 and r.config["batch_size"] == 4 for r in runs)
