@@ -13,6 +13,8 @@ This module is also a pytest plugin (entry point ``pytest11``) providing the fix
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -329,9 +331,17 @@ def contract_call(value: int) -> int:
     return 2 * value
 
 
+def contract_crash(value: int) -> int:
+    """Doubles ``value``; for a negative one, kills the process it runs in (a dying worker)."""
+    if value < 0:
+        os._exit(3)
+    time.sleep(0.2 * value)
+    return 2 * value
+
+
 def check_executor(cls: type[Component], workdir: Path) -> None:
-    """Every call is started once and reported once with its value, or with the error it raised,
-    and a failing call does not stop the others."""
+    """Every call is started once and reported once with its value, or with the error it raised;
+    a failing call, or one whose worker dies, does not fail the others."""
     executor = make_instance(cls, workdir)
     assert executor.threads_per_call(3) >= 1
     items = [3, -1, 5]
@@ -348,6 +358,13 @@ def check_executor(cls: type[Component], workdir: Path) -> None:
     assert outcomes[0].ok and outcomes[0].value == 6
     assert outcomes[2].ok and outcomes[2].value == 10
     assert not outcomes[1].ok and "contract_call got -1" in outcomes[1].error
+    crashed: dict[int, Any] = {}
+    executor.map_unordered(
+        contract_crash, [1, -1, 2, 3], lambda i: None, lambda o: crashed.setdefault(o.index, o)
+    )
+    assert sorted(crashed) == [0, 1, 2, 3]
+    assert not crashed[1].ok and crashed[1].error
+    assert [crashed[i].value for i in (0, 2, 3)] == [2, 4, 6], "only the dying call may fail"
 
 
 CHECKS: dict[str, Callable[[type[Component], Path], None]] = {

@@ -3,8 +3,9 @@
 Workers are started with the ``spawn`` method (a forked copy of a process that already runs
 torch's thread pool can deadlock) and ignore SIGINT, so Ctrl-C reaches only the sweep: it
 cancels the calls not yet started, terminates the workers and re-raises, and every outcome
-reported before stands. A worker that dies (killed, out of memory) fails the calls it held with
-that reason, and a new pool takes the calls not yet started.
+reported before stands. A worker that dies (killed, out of memory) breaks the whole pool; the
+calls that were running are run again one at a time, so only the call that kills its own worker
+fails (with that reason), and a new pool takes the calls not yet started.
 
 By default the pool has ``min(calls, cores)`` workers and each call ``cores // workers`` torch
 threads, ``cores`` being the CPUs this process may use.
@@ -32,6 +33,10 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+#: Workers start fresh interpreters (a forked copy of a process running torch's threads can hang).
+SPAWN = multiprocessing.get_context("spawn")
 
 
 def _ignore_sigint() -> None:
@@ -78,34 +83,71 @@ class LocalExecutor(Executor):
         on_start: Callable[[int], None],
         on_done: Callable[[TaskOutcome], None],
     ) -> None:
-        """Run ``fn`` over ``items`` in the pool; see :class:`sparsekit.interfaces.Executor`."""
-        pending = list(range(len(items)))
+        """Run ``fn`` over ``items`` in the pool; see :class:`sparsekit.interfaces.Executor`.
+
+        When a worker dies, every call then running in the pool fails with it, although only one
+        of them killed it; each of those is run again alone, so only a call that kills its own
+        worker fails, and a new pool takes the calls not yet started.
+        """
+        queue = list(range(len(items)))
         workers = self.workers_for(len(items))
-        context = multiprocessing.get_context("spawn")
-        while pending:
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint)
-            running: dict[Future[Any], int] = {}
-            stopped = False
-            try:
-                while pending or running:
-                    while pending and len(running) < workers:
-                        index = pending.pop(0)
-                        on_start(index)
-                        running[pool.submit(fn, items[index])] = index
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        on_done(_outcome(running.pop(future), future))
-            except BrokenProcessPool:
-                for future, index in running.items():
+        while queue:
+            suspects = _run_pool(fn, items, queue, workers, on_start, on_done, isolated=False)
+            for index in suspects:
+                _run_pool(fn, items, [index], 1, on_start, on_done, isolated=True)
+
+
+def _run_pool(
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    queue: list[int],
+    workers: int,
+    on_start: Callable[[int], None],
+    on_done: Callable[[TaskOutcome], None],
+    isolated: bool,
+) -> list[int]:
+    """Run the calls of ``queue`` (consumed in order) until it is empty or a worker dies.
+
+    Returns:
+        The calls that were running when a worker died (none when ``isolated``: then such a
+        call is reported as failed).
+    """
+    pool = ProcessPoolExecutor(workers, mp_context=SPAWN, initializer=_ignore_sigint)
+    running: dict[Future[Any], int] = {}
+    suspects: list[int] = []
+    stopped = False
+    try:
+        while (queue or running) and not suspects:
+            while queue and len(running) < workers:
+                index = queue[0]
+                try:
+                    future = pool.submit(fn, items[index])
+                except BrokenProcessPool:
+                    break
+                queue.pop(0)
+                on_start(index)
+                running[future] = index
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            if any(_broke(f) for f in finished):
+                finished, _ = wait(running)  # a broken pool fails every running call at once
+            for future in finished:
+                index = running.pop(future)
+                if _broke(future) and not isolated:
+                    suspects.append(index)
+                else:
                     on_done(_outcome(index, future))
-                continue
-            except BaseException:
-                stopped = True
-                _terminate(pool)
-                raise
-            finally:
-                if not stopped:
-                    pool.shutdown(wait=True, cancel_futures=True)
+        return suspects
+    except BaseException:
+        stopped = True
+        _terminate(pool)
+        raise
+    finally:
+        if not stopped:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _broke(future: Future[Any]) -> bool:
+    return future.done() and isinstance(future.exception(), BrokenProcessPool)
 
 
 def _outcome(index: int, future: Future[Any]) -> TaskOutcome:
