@@ -95,7 +95,7 @@ class RayExecutor(Executor):
                 ray.cancel(ref, force=True)
             raise
         finally:
-            if started_here and self.config.address is None:
+            if started_here:  # stops a local instance; only disconnects from a cluster
                 ray.shutdown()
 
 
