@@ -214,4 +214,3 @@ def test_ctrl_c_stops_the_cli_cleanly_and_keeps_finished_runs(tmp_path):
     rows = ResultStore(db).rows()
     assert {r.status for r in rows} <= {"finished", "interrupted", "pending"}
     assert sum(r.status == "finished" for r in rows) >= 1
-
