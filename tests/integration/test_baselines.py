@@ -163,44 +163,23 @@ def test_scheduled_run_errors_name_the_culprit(tmp_path, dense_run):
         Experiment(**TINY, mask="magnitude")
     with pytest.raises(ConfigError, match="target must be a fraction"):
         Experiment(**TINY, penalty=None, scheduler="one_shot", mask="magnitude", target=1.2)
+
+    def scheduled(**fields):
+        """A random-mask one-shot run at 20 %, with ``fields`` changed, run to its first error."""
+        Experiment(
+            **{**TINY, "penalty": None, "scheduler": "one_shot", "mask": "random", "target": 0.2}
+            | fields
+        ).run()
+
     with pytest.raises(ConfigError, match="drives a sparsity schedule"):
-        Experiment(
-            **TINY, penalty=None, learner="maml", scheduler="one_shot", mask="random", target=0.2
-        ).run()
+        scheduled(learner="maml")
     with pytest.raises(ConfigError, match="cannot read the parameter sparsity"):
-        Experiment(
-            **TINY,
-            penalty=None,
-            scheduler="one_shot",
-            mask="random",
-            target={"from_run": str(tmp_path / "missing")},
-        ).run()
+        scheduled(target={"from_run": str(tmp_path / "missing")})
     with pytest.raises(ConfigError, match="holds no trained model"):
-        Experiment(
-            **TINY,
-            penalty=None,
-            scheduler="one_shot",
-            mask="random",
-            init="dense",
-            init_from=tmp_path,
-            target=0.2,
-        ).run()
+        scheduled(init="dense", init_from=tmp_path)
     with pytest.raises(ConfigError, match="granularity: channel"):
-        Experiment(
-            **TINY,
-            penalty=None,
-            scheduler={"name": "sparse_training", "regrowth": "random"},
-            mask="random",
-            granularity="element",
-            target=0.2,
-        ).run()
+        scheduled(
+            scheduler={"name": "sparse_training", "regrowth": "random"}, granularity="element"
+        )
     with pytest.raises(ConfigError, match="does not fit"):
-        Experiment(
-            **{**TINY, "tasks": ["segmentation", "depth"]},
-            penalty=None,
-            scheduler="one_shot",
-            mask="random",
-            init="dense",
-            init_from=dense_run,
-            target=0.2,
-        ).run()
+        scheduled(tasks=["segmentation", "depth"], init="dense", init_from=dense_run)
