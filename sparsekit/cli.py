@@ -37,8 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     experiment = Experiment.from_yaml(args.config, overrides)
     if experiment.config.run_dir is None:
         experiment = Experiment(experiment.config, run_dir=Path("runs") / Path(args.config).stem)
-    stage = experiment.config.finetune
-    on_step, bar = _progress_bar(experiment.config.steps + (stage.steps if stage else 0))
+    on_step, bar = _progress_bar(experiment.total_steps)
     try:
         result = experiment.run(on_step=on_step)
     finally:
@@ -121,7 +120,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if len(args.target) != 2:
             raise ConfigError("usage: sparsekit sweep report SWEEP_DIR")
         sweep = Sweep.from_directory(args.target[1])
-        print(sweep.report())
+        print(sweep.report(args.split))
         print(f"report, CSV and plot written to {sweep.directory}/")
         return 0
     if len(args.target) != 1:
@@ -222,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("target", nargs="+", metavar="SWEEP.yaml | report SWEEP_DIR")
     _add_set_option(sweep, "override a sweep field (e.g. seeds=[0,1], base.steps=100); repeatable")
+    sweep.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="sweep report: the split whose metrics are reported (val: for choosing settings)",
+    )
     sweep.set_defaults(func=cmd_sweep)
     return parser
 

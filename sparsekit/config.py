@@ -26,14 +26,16 @@ class StrictModel(BaseModel):
 class OptimizerConfig(StrictModel):
     """The optimiser and its proximal step.
 
-    ``adam_prox`` (default): an Adam step on all parameters, then the penalty's plain proximal step
+    ``name`` left unset (None) takes the learner's default: ``proxssi`` for ``mtl``, ``adam_prox``
+    for the meta-learners; without a penalty the three Adam-based kinds take identical steps.
+    ``adam_prox``: an Adam step on all parameters, then the penalty's plain proximal step
     with threshold ``lr·λ`` on the penalised backbone weights. ``sgd_prox``: proximal SGD (SGD with
     momentum, then the same proximal step). ``proxssi``: the Adam-preconditioned proximal step of
     Deleu & Bengio 2021, whose threshold is measured in the metric D = √v̂ + ε, so its λ is on a
     different scale from the other two.
     """
 
-    name: Literal["adam_prox", "sgd_prox", "proxssi"] = "adam_prox"
+    name: Literal["adam_prox", "sgd_prox", "proxssi"] | None = None
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -132,14 +134,20 @@ class ExperimentConfig(StrictModel):
     model: ComponentSpec = "small_resnet"
     penalty: ComponentSpec | None = "group_lasso"
     lam: float | Literal["learned"] = Field(
-        1e-4,
-        description="penalty strength λ (≥ 0), or 'learned' to meta-learn it (maml, fomaml, anil)",
+        0.007,
+        description=(
+            "penalty strength λ (≥ 0), or 'learned' to meta-learn it (maml, fomaml, anil); the "
+            "default is chosen on validation metrics for the default recipe (docs/penalties.md)"
+        ),
     )
     lam_init: tuple[float, float] = Field(
         (0.1, 1.0), description="a learned λ starts at λ₀ ~ U(low, high), drawn with the seed"
     )
     lam_beta: float = Field(1.0, gt=0, description="β of a learned λ = softplus_β(ρ)")
     lam_per_layer: bool = Field(False, description="a learned λ per backbone conv layer")
+    lam_warmup: int = Field(
+        0, ge=0, description="steps over which a fixed λ ramps linearly from 0 to lam (mtl)"
+    )
     learner: ComponentSpec = "mtl"
     loss_combiner: ComponentSpec = "uncertainty"
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -155,6 +163,14 @@ class ExperimentConfig(StrictModel):
     pin_memory: bool | Literal["auto"] = "auto"
     num_workers: int = Field(0, ge=0)
     run_dir: Path | None = None
+    debias_steps: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "masked fine-tuning after a penalised mtl run: penalty off, zeros held, every weight "
+            "trained; None is steps // 3, 0 skips it (see docs/penalties.md)"
+        ),
+    )
     finetune: FinetuneConfig | None = Field(
         None, description="a fine-tuning stage run after training (see docs/finetuning.md)"
     )

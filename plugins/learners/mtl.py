@@ -29,6 +29,17 @@ from sparsekit.interfaces import (
 from sparsekit.models import backbone_conv_weights
 
 
+def warmed_up_lambda(lam: float | torch.Tensor, step: int, warmup: int) -> float | torch.Tensor:
+    """λ at ``step`` (1-based) of a linear warm-up over ``warmup`` steps: λ·min(1, step/warmup).
+
+    The first steps then train the network towards a useful solution before the penalty reaches
+    full strength; ``warmup = 0`` applies the full λ from the first step.
+    """
+    if warmup <= 0 or step >= warmup:
+        return lam
+    return lam * (step / warmup)
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -50,6 +61,11 @@ class MTLLearner(Learner):
 
     name = "mtl"
     supports_schedules = True
+    debiases = True
+    #: Under BatchNorm a conv layer's function does not change with the scale of its weights, so
+    #: plain proximal Adam shrinks whole layers towards zero unopposed; the prox in Adam's own
+    #: metric is invariant to that scale (docs/penalties.md).
+    default_optimizer = "proxssi"
 
     class Config(ComponentConfig):
         log_every: int = 10
@@ -107,6 +123,8 @@ class MTLLearner(Learner):
         pin = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
         step = 0
         for step in range(1, cfg.steps + 1):
+            lam = warmed_up_lambda(context.lam, step, cfg.lam_warmup)
+            optimizer.lam = lam
             images, targets = to_device(next(batches), device, non_blocking=pin)
             with autocast(device, cfg.amp):
                 outputs = model(images)
@@ -121,7 +139,7 @@ class MTLLearner(Learner):
             if pruner is not None:
                 pruner.after_step(step)
             settled = pruner is None or pruner.settled(step)
-            info = StepInfo(step, cfg.steps, loss_value, float(context.lam))
+            info = StepInfo(step, cfg.steps, loss_value, float(lam))
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 val_loss, _ = evaluate(
                     model, context.val, context.tasks, context.combiner, device, non_blocking=pin
@@ -132,7 +150,7 @@ class MTLLearner(Learner):
                         "step": step,
                         "train_loss": loss_value,
                         "val_loss": val_loss,
-                        "lam": float(context.lam),
+                        "lam": float(lam),
                         "group": stats["group"],
                         "parameter": stats["parameter"],
                     }

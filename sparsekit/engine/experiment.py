@@ -52,6 +52,33 @@ def initial_lambda(cfg: ExperimentConfig, learner: Any, generator: torch.Generat
     return draw_initial_lambda(cfg.lam_init, generator)
 
 
+def whole_run(debiased: Result, pretrained: Result, steps: int) -> None:
+    """Make a debiased result describe the whole run: penalised phase, then debiasing.
+
+    The profile is the penalised phase's followed by the debiasing stage's, whose steps are
+    counted on from the penalised phase's last step (``steps`` unless it stopped early); the
+    layers' ``active_before`` are the counts before any training; the training time and early
+    stopping cover both phases; ``extra["debias"]`` says where the penalised phase ended.
+    """
+    if pretrained.profile:  # the last step taken, fewer than ``steps`` after early stopping
+        steps = int(pretrained.profile[-1]["step"])
+    debiased.profile = [
+        *pretrained.profile,
+        *({**row, "step": steps + row["step"]} for row in debiased.profile),
+    ]
+    before = {row["name"]: row["active_before"] for row in pretrained.layers}
+    debiased.layers = [{**row, "active_before": before[row["name"]]} for row in debiased.layers]
+    debiased.best_step = steps + debiased.best_step
+    debiased.stopped_early = pretrained.stopped_early or debiased.stopped_early
+    debias_s = debiased.timings.get("train_s", 0.0)
+    debiased.timings = {
+        **debiased.timings,
+        "train_s": pretrained.timings.get("train_s", 0.0) + debias_s,
+        "debias_s": debias_s,
+    }
+    debiased.extra["debias"] = {"steps_before": steps, "pretrain_best_step": pretrained.best_step}
+
+
 #: Sub-directory of a run directory holding the pre-trained result of a two-stage experiment.
 PRETRAIN_DIR = "pretrain"
 
@@ -97,6 +124,10 @@ class Experiment:
                 result = self._finetune(
                     result, cfg.finetune, run_dir, on_step or (lambda info: None)
                 )
+            elif (debias := self._debias_stage()) is not None:
+                pretrained = result
+                result = self._finetune(result, debias, run_dir, on_step or (lambda info: None))
+                whole_run(result, pretrained, cfg.steps)
         except BaseException:
             if run_dir is not None:
                 (run_dir / "error.txt").write_text(traceback.format_exc())
@@ -104,6 +135,40 @@ class Experiment:
         if run_dir is not None:
             result.save(run_dir)
         return result
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps the run will take: training plus the fine-tuning or debiasing stage."""
+        cfg = self.config
+        stage = cfg.finetune if cfg.finetune is not None else self._debias_stage()
+        return cfg.steps + (stage.steps if stage is not None else 0)
+
+    def _debias_stage(self) -> FinetuneConfig | None:
+        """The masked fine-tuning (debiasing) stage of a penalised run, or None.
+
+        It follows a run of a learner that declares ``debiases`` (``mtl``) with a penalty and no
+        scheduler: the penalty is switched off, every zero weight is held at zero and the whole
+        network is trained for ``debias_steps`` (default ``steps // 3``) with the run's
+        optimiser settings, so the weights the penalty shrank recover their scale while the
+        sparsity pattern stays exactly as found. λ = 0 runs get the same stage, so a dense
+        baseline trains for the same total number of steps.
+        """
+        cfg = self.config
+        learner = resolve_component("learner", cfg.learner)
+        if not learner.debiases or cfg.penalty is None or cfg.scheduler is not None:
+            return None
+        steps = cfg.debias_steps if cfg.debias_steps is not None else cfg.steps // 3
+        if steps == 0:
+            return None
+        return FinetuneConfig(steps=steps, mode="all", optimizer=self._resolved_optimizer())
+
+    def _resolved_optimizer(self) -> Any:
+        """``config.optimizer`` with an unset kind replaced by the learner's default."""
+        cfg = self.config
+        if cfg.optimizer.name is not None:
+            return cfg.optimizer
+        learner = resolve_component("learner", cfg.learner)
+        return cfg.optimizer.model_copy(update={"name": learner.default_optimizer})
 
     def _finetune(
         self,
@@ -132,7 +197,7 @@ class Experiment:
             on_step(dataclasses.replace(info, step=cfg.steps + info.step, total=total))
 
         result = finetune(pretrained, stage, on_step=after_pretraining)
-        result.config = cfg.to_dict()
+        result.config = cfg.model_copy(update={"optimizer": self._resolved_optimizer()}).to_dict()
         return result
 
     @staticmethod
@@ -171,6 +236,7 @@ class Experiment:
             raise ConfigError("amp (mixed precision) needs a CUDA device; set amp: false")
         # Every component is resolved before any data is loaded, so a bad name fails at once.
         learner = resolve_component("learner", cfg.learner)
+        cfg = cfg.model_copy(update={"optimizer": self._resolved_optimizer()})
         lam = initial_lambda(cfg, learner, generator)
         provider = resolve_component("dataset", cfg.dataset)
         builder = resolve_component("model", cfg.model)
@@ -206,6 +272,7 @@ class Experiment:
         else:
             history = self._fit_scheduled(learner, context, scheduled)
         trained = time.perf_counter()
+        _, val_metrics = evaluate(model, splits["val"], tasks, combiner, device)
         _, metrics = evaluate(model, splits["test"], tasks, combiner, device)
         finished = time.perf_counter()
         efficiency = run_efficiency(model, splits["test"])
@@ -214,6 +281,7 @@ class Experiment:
             config=cfg.to_dict(),
             tasks=names,
             metrics=metrics,
+            val_metrics=val_metrics,
             metric_directions={t.name: dict(t.metrics) for t in tasks},
             sparsity=sparsity(model),
             layers=[

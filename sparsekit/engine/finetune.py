@@ -333,9 +333,13 @@ def finetune(
         history = _train(plan, masks, data, settings, stage, on_step or (lambda info: None))
     plan.model.train()
     trained_at = time.perf_counter()
-    _, metrics = evaluate(plan.model, data["test"], plan.tasks, plan.combiner, settings["device"])
+    device = settings["device"]
+    val_all = provider.load("val", everything) if everything != trained else data["val"]
+    _, val_metrics = evaluate(plan.model, val_all, plan.tasks, plan.combiner, device)
+    _, metrics = evaluate(plan.model, data["test"], plan.tasks, plan.combiner, device)
     finished = time.perf_counter()
     result = _result(parent, stage, plan, run_dir, metrics, history, masks)
+    result.val_metrics = val_metrics
     result.efficiency = run_efficiency(plan.model, data["test"])
     result.layers = [
         {

@@ -33,7 +33,7 @@ OPTIMIZER_KINDS = ("adam_prox", "sgd_prox", "proxssi")
 
 def _inner_optimizer(params: Iterable[Any], config: OptimizerConfig) -> torch.optim.Optimizer:
     """The plain torch optimiser that takes the gradient step."""
-    if config.name in ("adam_prox", "proxssi"):
+    if config.name in (None, "adam_prox", "proxssi"):
         return torch.optim.Adam(
             params,
             lr=config.lr,
@@ -78,7 +78,11 @@ class ProximalOptimizer:
         lam: float | Tensor,
         config: OptimizerConfig | None = None,
     ) -> None:
-        self.config = config if config is not None else OptimizerConfig()
+        config = config if config is not None else OptimizerConfig()
+        # An unset kind is the learner's to choose; a bare optimiser takes plain proximal Adam.
+        self.config = (
+            config if config.name is not None else config.model_copy(update={"name": "adam_prox"})
+        )
         self.inner = _inner_optimizer(params, self.config)
         self.penalty = penalty
         self.penalised = list(penalised)
@@ -130,14 +134,14 @@ class ProximalOptimizer:
         for weight in self.penalised:
             group = group_of[id(weight)]
             if self.config.name == "proxssi":
-                precond = self._adam_metric(weight, group)
+                precond = self.adam_metric(weight, group)
                 if precond is None:  # never stepped: no second moment to measure it in
                     continue
                 self.penalty.prox_(weight, group["lr"], lam, precond)
             else:
                 self.penalty.prox_(weight, group["lr"], lam)
 
-    def _adam_metric(self, weight: Tensor, group: dict[str, Any]) -> Tensor | None:
+    def adam_metric(self, weight: Tensor, group: dict[str, Any]) -> Tensor | None:
         """D = √v̂ + ε, Adam's own denominator, from the inner optimiser's state of ``weight``."""
         state = self.inner.state.get(weight)
         if not state or "exp_avg_sq" not in state:

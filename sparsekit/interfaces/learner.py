@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -95,7 +95,20 @@ class Learner(Component):
 
     A learner fits on ``context.train`` only, may use ``context.val`` for early stopping, and leaves
     in ``context.model`` the one final model that is evaluated on the test split.
+
+    Capabilities, declared on the class:
+
+    - ``learns_lambda``: the learner can meta-learn λ (``lam="learned"``).
+    - ``supports_schedules``: the learner drives a scheduled run's pruner.
+    - ``debiases``: a run of this learner with a penalty is followed by the masked fine-tuning
+      (debiasing) stage of ``ExperimentConfig.debias_steps``.
+    - ``default_optimizer``: the optimiser kind used when ``optimizer.name`` is left unset.
     """
+
+    learns_lambda: ClassVar[bool] = False
+    supports_schedules: ClassVar[bool] = False
+    debiases: ClassVar[bool] = False
+    default_optimizer: ClassVar[str] = "adam_prox"
 
     @abstractmethod
     def fit(self, context: TrainingContext) -> TrainingHistory:

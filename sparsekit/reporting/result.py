@@ -25,6 +25,8 @@ class Result:
         config: the resolved experiment config (plain dict).
         tasks: the trained tasks, in order.
         metrics: test-split metrics of the final model, ``{task: {metric: value}}``.
+        val_metrics: validation-split metrics of the same final model, the figures to choose
+            settings (λ, optimiser, schedule) on; empty for results saved without them.
         metric_directions: ``{task: {metric: higher_is_better}}``.
         sparsity: ``{"group": g, "parameter": p}`` of the backbone, fractions in [0, 1].
         layers: per backbone conv layer: name, input channels, active before and after training.
@@ -47,6 +49,7 @@ class Result:
     profile: list[dict[str, float]]
     timings: dict[str, float]
     lam_history: list[float | list[float]] = field(default_factory=list)
+    val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     best_step: int = 0
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +63,7 @@ class Result:
             "config": self.config,
             "tasks": self.tasks,
             "metrics": self.metrics,
+            "val_metrics": self.val_metrics,
             "metric_directions": self.metric_directions,
             "sparsity": self.sparsity,
             "layers": self.layers,
@@ -76,6 +80,7 @@ class Result:
         """Write config, results, checkpoint and plots into ``directory``."""
         from sparsekit.reporting.plots import (
             plot_lambda_and_sparsity,
+            plot_lambda_diagnostics,
             plot_layer_channels,
             plot_meta_losses,
             plot_sparsity_profile,
@@ -97,6 +102,10 @@ class Result:
         if self.lam_history:
             plot_lambda_and_sparsity(
                 self.lam_history, self.profile, directory / "lambda_sparsity.png"
+            )
+        if self.lam_history and any(g is not None for g in self.extra.get("lam_grad", [])):
+            plot_lambda_diagnostics(
+                self.lam_history, self.extra, self.profile, directory / "lambda_diagnostics.png"
             )
         if "query_loss" in self.extra and "support_loss" in self.extra:
             plot_meta_losses(

@@ -138,7 +138,11 @@ def test_target_from_run_matches_the_parameter_sparsity_of_that_run(tmp_path):
 def test_meta_mask_from_a_run_applies_its_pattern(tmp_path):
     source = tmp_path / "gl"
     learned = Experiment(
-        **TINY, penalty="group_lasso", lam=0.8, optimizer={"lr": 0.01}, run_dir=source
+        **TINY,
+        penalty="group_lasso",
+        lam=0.8,
+        optimizer={"name": "adam_prox", "lr": 0.01},
+        run_dir=source,
     ).run()
     assert learned.sparsity["group"] > 0
     result = Experiment(

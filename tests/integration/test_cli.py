@@ -40,7 +40,8 @@ def test_run_then_report(tmp_path, capsys):
     )
     out, err = capsys.readouterr()
     assert "segmentation/miou ↑" in out and "group sp. %" in out
-    assert "6/6" in err and "group sp." in err  # the progress bar, with loss, λ and sparsity
+    # The progress bar, with loss, λ and sparsity: 6 steps and 6 // 3 debiasing steps.
+    assert "8/8" in err and "group sp." in err
     saved = json.loads((run_dir / "result.json").read_text())
     assert saved["config"]["lam"] == 0.3 and saved["config"]["optimizer"]["lr"] == 0.01
     assert main(["report", str(run_dir)]) == 0

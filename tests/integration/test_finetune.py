@@ -32,7 +32,8 @@ def trained(tmp_path_factory):
         steps=16,
         batch_size=8,
         eval_every=8,
-        optimizer={"lr": 0.01},
+        optimizer={"name": "adam_prox", "lr": 0.01},
+        debias_steps=0,
         device="cpu",
         run_dir=run_dir,
     ).run()
