@@ -13,8 +13,11 @@ bold; the CSV has every metric, mean and std in separate columns. Failed runs co
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,8 +182,47 @@ def write_csv(rows: Sequence[ReportRow], group_by: Sequence[str], path: Path) ->
             writer.writerow(line)
 
 
+#: The sweep field that traces a curve: rows differing only in it are drawn as one line.
+CURVE_KEY = "lam"
+
+
+def _series(rows: Sequence[ReportRow]) -> dict[str, list[ReportRow]]:
+    """Rows grouped into curves: same label and keys except :data:`CURVE_KEY`.
+
+    A curve is named by its label and the keys on which it departs from the most common value
+    of that key among the rows (what every row shares says nothing in a legend).
+    """
+    keys = sorted({k for row in rows for k in row.keys if k != CURVE_KEY})
+    usual = {k: Counter(row.keys.get(k, "—") for row in rows).most_common(1)[0][0] for k in keys}
+    series: dict[str, list[ReportRow]] = {}
+    for row in rows:
+        parts = [f"{k}={row.keys[k]}" for k in keys if row.keys.get(k, "—") not in ("—", usual[k])]
+        series.setdefault(" / ".join([row.label, *parts]), []).append(row)
+    return series
+
+
+def _robust_limits(values: Sequence[float]) -> tuple[float, float] | None:
+    """y-limits that keep a diverged run (a metric off by orders of magnitude) from flattening
+    every other point: the spread of the values between their 10th and 90th percentiles,
+    widened five-fold around the median. None when there is nothing to limit."""
+    if len(values) < 4:
+        return None
+    ordered = sorted(values)
+    low, mid, high = (ordered[round(q * (len(ordered) - 1))] for q in (0.1, 0.5, 0.9))
+    spread = max(high - low, 1e-12)
+    lo, hi = max(ordered[0], mid - 5 * spread), min(ordered[-1], mid + 5 * spread)
+    if lo == ordered[0] and hi == ordered[-1]:
+        return None
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
 def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
-    """One panel per task metric: its mean ± std against % parameter sparsity, a point per row."""
+    """One panel per task's primary metric against % parameter sparsity (mean ± std over seeds).
+
+    Rows that differ only in λ form one curve, drawn through their points in order of sparsity
+    and annotated with λ; every other row is a single point.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,27 +232,83 @@ def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
     if not columns:
         return
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.8), squeeze=False)
-    colours = plt.get_cmap("tab20")
+    colours = plt.get_cmap("tab10" if len(_series(rows)) <= 10 else "tab20")
     markers = "osD^v<>pPX*h"
     for ax, (task, metric, up) in zip(axes[0], columns, strict=True):
-        for index, row in enumerate(rows):
-            xs = row.values(lambda r: (r.sparsity or {}).get("parameter"))
-            ys = row.values(_metric(task, metric))
-            (x, xerr), (y, yerr) = mean_std([100 * v for v in xs]), mean_std(ys)
-            if x is None or y is None:
+        means: list[float] = []
+        for index, (name, members) in enumerate(_series(rows).items()):
+            points = []
+            for row in members:
+                xs = row.values(lambda r: (r.sparsity or {}).get("parameter"))
+                (x, xerr), (y, yerr) = (
+                    mean_std([100 * v for v in xs]),
+                    mean_std(row.values(_metric(task, metric))),
+                )
+                if x is not None and y is not None:
+                    points.append((x, xerr, y, yerr, row.keys.get(CURVE_KEY)))
+            if not points:
                 continue
-            name = " / ".join([row.label, *(v for v in row.keys.values() if v != "—")])
-            style = {"fmt": markers[index % len(markers)], "color": colours(index % 20)}
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, capsize=3, label=name, **style)
+            means.extend(p[2] for p in points)
+            points.sort(key=lambda p: p[0])
+            colour = colours(index % colours.N)
+            ax.errorbar(
+                [p[0] for p in points],
+                [p[2] for p in points],
+                xerr=[p[1] or 0.0 for p in points],
+                yerr=[p[3] or 0.0 for p in points],
+                fmt=markers[index % len(markers)] + ("-" if len(points) > 1 else ""),
+                color=colour,
+                capsize=3,
+                markersize=4,
+                linewidth=1,
+                label=name,
+            )
+            if len(points) > 1:
+                for x, _, y, _, lam in points:
+                    if lam is not None:
+                        ax.annotate(
+                            lam,
+                            (x, y),
+                            fontsize=6,
+                            color=colour,
+                            xytext=(2, 3),
+                            textcoords="offset points",
+                        )
+        limits = _robust_limits(means)
+        if limits is not None:
+            ax.set_ylim(*limits)
+            off = sum(1 for m in means if not limits[0] <= m <= limits[1])
+            ax.set_title(f"{task} ({off} off-scale)", fontsize=10)
+        else:
+            ax.set_title(task)
         ax.set_xlabel("% parameter sparsity of the backbone")
         ax.set_ylabel(f"{metric} {'↑' if up else '↓'}")
-        ax.set_title(task)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(labels) / 4), 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(labels) / 3), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def with_split_metrics(runs: Sequence[RunRow], split: str) -> list[RunRow]:
+    """The runs with their metrics taken from ``split``: ``test`` as stored, or ``val``.
+
+    Validation metrics are read from each run directory's ``result.json`` (``val_metrics``); a
+    run without them keeps no metrics, so it counts in ``runs`` but in no metric cell.
+    """
+    if split == "test":
+        return list(runs)
+    if split != "val":
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    out = []
+    for row in runs:
+        metrics = None
+        path = Path(row.run_dir) / "result.json" if row.run_dir else None
+        if row.status == "finished" and path is not None and path.is_file():
+            metrics = json.loads(path.read_text(encoding="utf-8")).get("val_metrics") or None
+        out.append(dataclasses.replace(row, metrics=metrics))
+    return out
 
 
 def write_report(
@@ -218,12 +316,18 @@ def write_report(
     directory: Path,
     group_by: Sequence[str],
     hidden_stages: set[str] = frozenset(),
+    split: str = "test",
 ) -> str:
-    """Write ``report.md``, ``report.csv`` and ``metrics_vs_sparsity.png``; return the table."""
-    rows = group_rows(runs, group_by, hidden_stages)
+    """Write ``report.md``, ``report.csv`` and ``metrics_vs_sparsity.png``; return the table.
+
+    With ``split="val"`` the metrics are the validation split's and the files are named
+    ``report_val.md``, ``report_val.csv`` and ``metrics_vs_sparsity_val.png``.
+    """
+    rows = group_rows(with_split_metrics(runs, split), group_by, hidden_stages)
     table = markdown_table(rows, group_by)
+    suffix = "" if split == "test" else f"_{split}"
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "report.md").write_text(table + "\n")
-    write_csv(rows, group_by, directory / "report.csv")
-    plot_metrics_vs_sparsity(rows, directory / "metrics_vs_sparsity.png")
+    (directory / f"report{suffix}.md").write_text(table + "\n")
+    write_csv(rows, group_by, directory / f"report{suffix}.csv")
+    plot_metrics_vs_sparsity(rows, directory / f"metrics_vs_sparsity{suffix}.png")
     return table

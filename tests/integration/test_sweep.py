@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +215,29 @@ def test_ctrl_c_stops_the_cli_cleanly_and_keeps_finished_runs(tmp_path):
     rows = ResultStore(db).rows()
     assert {r.status for r in rows} <= {"finished", "interrupted", "pending"}
     assert sum(r.status == "finished" for r in rows) >= 1
+
+
+def test_the_report_on_the_validation_split_reads_each_runs_validation_metrics(tmp_path):
+    import json
+    import statistics
+
+    sweep = Sweep(
+        base=BASE,
+        grid={"lam": [0.0, 0.2]},
+        seeds=[0, 1],
+        directory=tmp_path,
+        executor=InlineExecutor(),
+    )
+    sweep.run()
+    test_table, val_table = sweep.report(), sweep.report(split="val")
+    assert (tmp_path / "report_val.md").read_text().strip() == val_table.strip()
+    assert (tmp_path / "metrics_vs_sparsity_val.png").stat().st_size > 0
+    assert (tmp_path / "report.md").read_text().strip() == test_table.strip()  # not overwritten
+    rows = [r for r in sweep.store.rows() if r.overrides["lam"] == 0.2]
+    val = [json.loads((Path(r.run_dir) / "result.json").read_text())["val_metrics"] for r in rows]
+    mean = statistics.mean(v["edges"]["mae"] for v in val)
+    test_mean = statistics.mean(r.metrics["edges"]["mae"] for r in rows)
+    assert f"{mean:.4f}" in val_table and f"{mean:.4f}" not in test_table
+    assert f"{test_mean:.4f}" in test_table
+    with pytest.raises(ValueError, match="split"):
+        sweep.report(split="train")
