@@ -1,0 +1,51 @@
+"""The ready configs of the frontier study: the over-parameterised preset and the sweep."""
+
+from pathlib import Path
+
+import pytest
+
+from sparsekit.config import load_config
+from sparsekit.engine.components import resolve_component
+from sparsekit.models import backbone_conv_weights
+from sparsekit.sweep import Sweep
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def backbone_parameters(model_spec, dataset_spec):
+    provider = resolve_component("dataset", dataset_spec)
+    net = resolve_component("model", model_spec).build(provider.select_tasks(None), 3)
+    return sum(w.numel() for w in backbone_conv_weights(net).values())
+
+
+def test_the_over_parameterised_preset_has_four_times_the_parameters_on_a_quarter_of_the_scenes():
+    preset = load_config(CONFIGS / "overparameterised_shapes.yaml")
+    default = load_config(CONFIGS / "group_lasso_shapes.yaml")
+    ratio = backbone_parameters(preset.model, preset.dataset) / backbone_parameters(
+        default.model, default.dataset
+    )
+    assert ratio == pytest.approx(4.0, rel=0.01)
+    provider = resolve_component("dataset", preset.dataset)
+    assert len(provider.load("train", ["depth"])) == 256
+    assert len(resolve_component("dataset", default.dataset).load("train", ["depth"])) == 1024
+
+
+def test_the_frontier_sweep_covers_both_regimes_dense_and_the_ablation_switches():
+    sweep = Sweep.from_yaml(CONFIGS / "frontier_shapes.yaml")
+    assert sweep.config.seeds == [0, 1, 2]
+    runs = sweep.runs()
+    frontier = [r for r in runs if r.stage == "frontier"]
+    regimes = {
+        (tuple(r.config["model"]["widths"]), r.config["dataset"]["n_train"]) for r in frontier
+    }
+    assert regimes == {((16, 32, 64), 1024), ((32, 64, 128), 256)}
+    lams = sorted({r.config["lam"] for r in frontier})
+    assert lams[0] == 0.0 and len(lams) >= 6  # dense, and a grid dense enough for a curve
+    for run in frontier:
+        assert run.config["optimizer"]["name"] == "proxssi" and run.config["debias_steps"] is None
+    ablation = [r.config for r in runs if r.stage == "ablation"]
+    kinds = {c["optimizer"]["name"] for c in ablation}
+    assert kinds == {"adam_prox", "sgd_prox", "proxssi"}
+    assert any(c["debias_steps"] == 0 for c in ablation)  # the debiasing stage switched off
+    assert any(c["lam_warmup"] > 0 for c in ablation)
+    assert any(c["steps"] > 600 for c in ablation)  # the training length
