@@ -14,6 +14,8 @@ One meta-step (Meta-Sparsity, Algorithm 3) does, in this order:
 4. the outer proximal step ``prox(w, lr, λ)`` on Θ_meta's backbone conv weights, with λ computed
    from the updated ρ.
 
+This is the default λ rule, ``MetaConfig.lam_update``; :mod:`sparsekit.engine.lam_update` has all.
+
 BatchNorm: running statistics are updated by the support passes of the inner loop only; the query
 pass normalises with the query batch's own statistics and updates nothing; evaluation runs in
 eval mode with the running statistics. No query, validation or test example enters a buffer.
@@ -34,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from pydantic import ConfigDict, Field, field_validator
@@ -43,6 +45,16 @@ from torch import Tensor, nn
 from sparsekit.config import ConfigError
 from sparsekit.engine.components import resolve_component
 from sparsekit.engine.episodes import Episode, EpisodeBatch, EpisodeStream, resolve_episodes
+from sparsekit.engine.lam_update import (
+    DIAGNOSTICS,
+    LamUpdate,
+    adam_preconditioners,
+    check_outer_optimizer,
+    lam_meta_gradient,
+    outer_prox_,
+    penalty_term,
+    record_diagnostics,
+)
 from sparsekit.engine.learned_lambda import LearnedLambda
 from sparsekit.engine.optim import ProximalOptimizer
 from sparsekit.engine.sparsity import sparsity
@@ -93,6 +105,15 @@ class MetaConfig(ComponentConfig):
         regrowth: the regrowth policy applied to each episode's clone: a name or a
             ``{"name": ..., **params}`` dict of kind ``regrowth``.
         log_every: meta-steps between sparsity readings in the progress callback.
+        lam_update: how λ is meta-learned (:mod:`sparsekit.engine.lam_update`).
+            ``"inner_prox"``: a differentiable inner prox ``prox(w, α_in, λ)`` carries the query
+            loss's meta-gradient to ρ. ``"outer_penalty"``: Algorithm 3 as printed: a plain inner
+            loop, outer objective ``query_loss + λ·R(θ_b adapted)``; its ∂/∂λ = R > 0, so λ can
+            only shrink (the literal baseline); ρ's gradient step then needs no prox for λ ≥ 0,
+            which the softplus guarantees. ``"preconditioned"``: both proxes in the metric
+            D = √v̂ + ε of the outer Adam (ProxSSI), scale-equivariant under BatchNorm; an
+            Adam-based outer optimiser and λ on the proxssi scale (for ``mtl`` on shapes,
+            λ ≈ 0.001–0.04 spans 0–90 % sparsity).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -106,6 +127,7 @@ class MetaConfig(ComponentConfig):
     episodes: tuple[tuple[str, ...], ...] | None = None
     regrowth: Any = "none"
     log_every: int = Field(10, ge=1)
+    lam_update: LamUpdate = "inner_prox"
 
     @field_validator("regrowth", mode="before")
     @classmethod
@@ -136,6 +158,9 @@ class MetaState:
         wrapper: the learner's wrapper of ``model`` (a ``learn2learn`` MAML), if it uses one.
         last_grads: the previous meta-gradient of each backbone conv weight, for regrowth
             policies that rank groups by it (None before the first meta-step).
+        lam_update: the λ update rule (``MetaConfig.lam_update``).
+        precond: ``preconditioned`` only: D by backbone conv weight name, from the outer Adam's
+            state (detached); a weight without one (not stepped yet) gets the plain prox.
     """
 
     model: MultiTaskNet
@@ -149,6 +174,8 @@ class MetaState:
     generator: torch.Generator
     wrapper: Any = None
     last_grads: dict[str, Tensor] | None = field(default=None)
+    lam_update: LamUpdate = "inner_prox"
+    precond: dict[str, Tensor] | None = field(default=None)
 
     @property
     def prox_active(self) -> bool:
@@ -176,15 +203,18 @@ def set_parameter(module: nn.Module, qualified_name: str, value: Tensor) -> None
 
 
 def prox_backbone(clone: MultiTaskNet, state: MetaState, lam: Tensor) -> None:
-    """Apply ``penalty.prox(w, α_in, λ_l)`` to every backbone conv weight of ``clone``.
+    """Apply ``penalty.prox(w, α_in, λ_l, precond=D)`` to every backbone conv weight of ``clone``.
 
-    Differentiable in the weights and in λ, so the query loss carries a meta-gradient to ρ.
+    Differentiable in the weights and in λ, so the query loss carries a meta-gradient to ρ. D is
+    the weight's ``state.precond`` entry (None: the plain prox); ``outer_penalty`` skips it all.
     """
-    if not state.prox_active:
+    if not state.prox_active or state.lam_update == "outer_penalty":
         return
     assert state.penalty is not None
+    precond = state.precond or {}
     for index, (name, weight) in enumerate(backbone_conv_weights(clone).items()):
-        new = state.penalty.prox(weight, state.inner_lr, state.lam.for_layer(lam, index))
+        lam_l = state.lam.for_layer(lam, index)
+        new = state.penalty.prox(weight, state.inner_lr, lam_l, precond=precond.get(name))
         set_parameter(clone, name, new)
 
 
@@ -254,11 +284,27 @@ class MetaLearner(Learner):
 
     def episode_losses(self, state: MetaState, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
         """Support loss before adaptation (detached) and query loss after it (with its graph)."""
+        support_loss, query_loss, _ = self.episode_objective(state, batch)
+        return support_loss, query_loss
+
+    def episode_objective(
+        self, state: MetaState, batch: EpisodeBatch
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`episode_losses` and the episode's outer objective (with its graph).
+
+        The objective is the query loss itself, plus ``λ·R(θ_b adapted)`` with the adapted
+        weights detached under ``lam_update="outer_penalty"`` (Eq. 10).
+        """
         adapted, support_loss = self.adapt(state, batch.tasks, batch.support)
         use_batch_statistics(adapted)
         images, targets = batch.query
-        outputs = adapted(images, list(batch.tasks))
-        return support_loss.detach(), episode_loss(state, outputs, targets, batch.tasks)
+        query_loss = episode_loss(state, adapted(images, list(batch.tasks)), targets, batch.tasks)
+        objective = query_loss
+        if state.lam_update == "outer_penalty" and state.prox_active:
+            assert state.penalty is not None
+            weights = backbone_conv_weights(cast(MultiTaskNet, adapted))
+            objective = query_loss + penalty_term(weights, state.penalty, state.lam, state.lam())
+        return support_loss.detach(), query_loss, objective
 
     def fit(self, context: TrainingContext) -> TrainingHistory:
         """Meta-train ``context.model`` in place; see the module docstring for one meta-step."""
@@ -274,10 +320,11 @@ class MetaTrainer:
             ``config.lam == "learned"``) and configuration.
 
     Raises:
-        ConfigError: a learned λ without a penalty, the ``proxssi`` outer optimiser (its λ is on
-            another scale than the inner prox's), mixed precision, a regrowth policy that regrows
-            to zero, episodes that do not fit the tasks, or a training split too small for
-            disjoint support and query batches.
+        ConfigError: a learned λ without a penalty, the ``proxssi`` outer optimiser under a
+            plain-prox ``lam_update`` (its λ is on another scale than the inner prox's), an outer
+            optimiser that is not Adam-based under ``preconditioned``, mixed precision, a
+            regrowth policy that regrows to zero, episodes that do not fit the tasks, or a
+            training split too small for disjoint support and query batches.
     """
 
     def __init__(self, learner: MetaLearner, context: TrainingContext) -> None:
@@ -285,11 +332,7 @@ class MetaTrainer:
         learned = cfg.lam == "learned"
         if learned and context.penalty is None:
             raise ConfigError("lam='learned' needs a penalty whose λ can be learned")
-        if cfg.optimizer.name == "proxssi":
-            raise ConfigError(
-                f"learner {learner.name!r} supports the outer optimizers adam_prox and sgd_prox; "
-                "proxssi measures λ in Adam's metric, which the inner prox does not use"
-            )
+        check_outer_optimizer(options.lam_update, cfg.optimizer.name, learner.name)
         if cfg.amp:
             raise ConfigError(f"learner {learner.name!r} runs in full precision; set amp: false")
         regrowth = resolve_component("regrowth", options.regrowth)
@@ -320,6 +363,7 @@ class MetaTrainer:
             regrowth=regrowth,
             generator=context.generator,
             wrapper=learner.wrap(model),
+            lam_update=options.lam_update,
         )
         try:
             episodes = resolve_episodes(
@@ -331,6 +375,8 @@ class MetaTrainer:
         except ValueError as exc:
             raise ConfigError(f"learner {learner.name!r}: {exc}") from None
         self.optimizer = self._outer_optimizer()
+        #: d(objective)/dλ of the last meta-step (None for a fixed λ), for ``history.extra``.
+        self.last_lam_grad: float | None = None
 
     def _outer_optimizer(self) -> ProximalOptimizer:
         """``config.optimizer``'s gradient step over Θ_meta and ρ; the prox is applied after it."""
@@ -350,37 +396,35 @@ class MetaTrainer:
         """One meta-step; returns the mean support and query losses and the episodes drawn."""
         episodes_per_batch = self.learner.config.episodes_per_batch
         device = self.context.device
+        convs = backbone_conv_weights(self.context.model)
+        preconditioned = self.state.lam_update == "preconditioned"
+        if preconditioned:  # the inner prox's D: the outer Adam state before this step
+            self.state.precond = adam_preconditioners(self.optimizer, convs)
         self.optimizer.zero_grad(set_to_none=True)
         support_total = query_total = 0.0
         drawn = []
         for _ in range(episodes_per_batch):
             batch = self.stream.next().to(device)
-            support_loss, query_loss = self.learner.episode_losses(self.state, batch)
+            support_loss, query_loss, objective = self.learner.episode_objective(self.state, batch)
             value = float(query_loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"the query loss of episode {batch.tasks} is {value}")
-            (query_loss / episodes_per_batch).backward()
+            (objective / episodes_per_batch).backward()
             support_total += float(support_loss)
             query_total += value
             drawn.append(batch.tasks)
-        convs = backbone_conv_weights(self.context.model)
+        self.last_lam_grad = lam_meta_gradient(self.lam)
         self.state.last_grads = {
             name: w.grad.detach().clone() for name, w in convs.items() if w.grad is not None
         }
         self.optimizer.step()
-        self._outer_prox(convs)
+        if self.state.prox_active:
+            assert self.state.penalty is not None
+            # D includes this step's second moment, as proxssi's prox after its Adam step does.
+            precond = adam_preconditioners(self.optimizer, convs) if preconditioned else {}
+            lr = self.optimizer.param_groups[0]["lr"]
+            outer_prox_(convs, self.state.penalty, self.lam, lr, precond)
         return support_total / episodes_per_batch, query_total / episodes_per_batch, drawn
-
-    @torch.no_grad()
-    def _outer_prox(self, convs: Mapping[str, Tensor]) -> None:
-        """prox(w, α_out, λ) on Θ_meta's backbone convs, with λ from the updated ρ."""
-        if not self.state.prox_active:
-            return
-        assert self.state.penalty is not None
-        lam = self.lam()
-        step = self.optimizer.param_groups[0]["lr"]
-        for index, weight in enumerate(convs.values()):
-            self.state.penalty.prox_(weight, step, self.lam.for_layer(lam, index))
 
     def run(self) -> TrainingHistory:
         """All meta-steps, with validation every ``eval_every`` and early stopping."""
@@ -388,7 +432,7 @@ class MetaTrainer:
         model, combiner = context.model, context.combiner
         stopper = EarlyStopping(cfg.patience, [model, combiner, self.lam])
         history = TrainingHistory()
-        history.extra = {"support_loss": [], "query_loss": []}
+        history.extra = {key: [] for key in ("support_loss", "query_loss", *DIAGNOSTICS)}
         counts: Counter[str] = Counter()
         model.train()
         step = 0
@@ -399,7 +443,11 @@ class MetaTrainer:
             history.extra["support_loss"].append(support_loss)
             history.extra["query_loss"].append(query_loss)
             info = StepInfo(step, cfg.steps, query_loss, self.lam.mean())
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            evaluated = step % cfg.eval_every == 0 or step == cfg.steps
+            lr = self.optimizer.param_groups[0]["lr"]
+            convs = backbone_conv_weights(model)
+            record_diagnostics(history.extra, self.last_lam_grad, convs, self.lam, lr, evaluated)
+            if evaluated:
                 val_loss, _ = evaluate(model, context.val, context.tasks, combiner, context.device)
                 stats = sparsity(model)
                 history.profile.append(

@@ -175,3 +175,141 @@ def plot_meta_losses(support: Sequence[float], query: Sequence[float], path: Pat
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_frontier(
+    curve: Sequence[tuple[str, Any]], points: Sequence[tuple[str, Any]], path: Path
+) -> None:
+    """Each task's primary metric against % parameter sparsity: a fixed-λ curve and single runs.
+
+    ``curve`` (e.g. the dense model and fixed-λ group-lasso runs) is drawn as one line through
+    its runs in order of sparsity; every run of ``points`` (e.g. meta-sparsity before and after
+    meta-testing) is a labelled marker of its own. A task's primary metric is the first of its
+    metrics in ``Result.metrics``.
+
+    Args:
+        curve: ``(label, Result)`` pairs joined into the frontier.
+        points: ``(label, Result)`` pairs drawn as separate markers.
+        path: the PNG to write.
+    """
+    everything = [*curve, *points]
+    columns: list[tuple[str, str, bool]] = []
+    for _, result in everything:
+        for task, metrics in result.metrics.items():
+            metric = next(iter(metrics))
+            key = (task, metric, result.metric_directions[task][metric])
+            if key not in columns:
+                columns.append(key)
+    width = max(len(columns), 1)
+    fig, grid = plt.subplots(1, width, figsize=(3.4 * width, 3.6), squeeze=False)
+    axes = list(grid[0])
+    markers = "sD^v<>pPX*h"
+    for ax, (task, metric, higher) in zip(axes, columns, strict=False):
+        line = sorted(
+            (100 * result.sparsity["parameter"], result.metrics[task][metric], label)
+            for label, result in curve
+            if task in result.metrics
+        )
+        if line:
+            ax.plot(
+                [p[0] for p in line],
+                [p[1] for p in line],
+                "o-",
+                color="tab:blue",
+                label="fixed λ (frontier)",
+            )
+            for x, y, label in line:
+                ax.annotate(label, (x, y), fontsize=6, xytext=(2, 3), textcoords="offset points")
+        for index, (label, result) in enumerate(points):
+            if task not in result.metrics:
+                continue
+            ax.plot(
+                [100 * result.sparsity["parameter"]],
+                [result.metrics[task][metric]],
+                markers[index % len(markers)],
+                color=f"C{index + 1}",
+                label=label,
+            )
+        ax.set_xlabel("% parameter sparsity of the backbone")
+        ax.set_ylabel(f"{metric} {'↑' if higher else '↓'}")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    fig.legend(
+        list(seen.values()), list(seen), loc="lower center", ncol=min(4, len(seen)), fontsize=7
+    )
+    fig.tight_layout(rect=(0, 0.08 + 0.04 * math.ceil(len(seen) / 4), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+#: Meta-steps per window of the λ meta-gradient's sign fraction.
+SIGN_WINDOW = 25
+
+
+def plot_lambda_diagnostics(
+    lam_history: Sequence[float | Sequence[float]],
+    extra: dict[str, Any],
+    profile: Sequence[dict[str, float]],
+    path: Path,
+) -> None:
+    """Why λ goes where it goes: four panels over meta-training.
+
+    λ (the mean over layers when per layer); its meta-gradient d(objective)/dλ per meta-step with
+    the fraction of positive gradients (which push λ down) in windows of :data:`SIGN_WINDOW`
+    meta-steps; the outer prox threshold α_out·λ against the 10/50/90 % quantiles of the non-zero
+    groups' root-mean-square weight ‖w_g‖/√n_g (a group dies when its norm falls under the
+    threshold times √n_g, so the curves show how close the backbone is to being zeroed); and the
+    parameter sparsity.
+
+    Args:
+        lam_history: λ after every meta-step.
+        extra: the run's ``Result.extra`` with ``lam_grad``, ``group_norm_quantiles`` and
+            ``outer_threshold`` (as the meta-learners record them).
+        profile: the evaluation rows (step, parameter sparsity), one per diagnostics entry.
+        path: the PNG to write.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.5))
+    lam = [v if isinstance(v, int | float) else sum(v) / len(v) for v in lam_history]
+    axes[0].plot(range(1, len(lam) + 1), lam, color="tab:red")
+    axes[0].set_title("λ")
+    grads = [(i + 1, g) for i, g in enumerate(extra.get("lam_grad", [])) if g is not None]
+    if grads:
+        axes[1].plot([s for s, _ in grads], [g for _, g in grads], color="tab:gray", lw=0.6)
+        axes[1].set_yscale("symlog", linthresh=max(1e-6, min(abs(g) for _, g in grads) or 1e-6))
+        twin = axes[1].twinx()
+        windows = range(0, len(grads), SIGN_WINDOW)
+        fractions = [
+            sum(1 for _, g in grads[w : w + SIGN_WINDOW] if g > 0) / len(grads[w : w + SIGN_WINDOW])
+            for w in windows
+        ]
+        twin.step([grads[w][0] for w in windows], fractions, where="post", color="tab:blue")
+        twin.set_ylim(0, 1)
+        twin.set_ylabel("fraction > 0", color="tab:blue")
+    axes[1].set_title("meta-gradient dL/dλ")
+    steps = [row["step"] for row in profile]
+    quantiles = extra.get("group_norm_quantiles", [])
+    thresholds = extra.get("outer_threshold", [])
+    if quantiles and len(quantiles) == len(steps):
+        for index, label in enumerate(("10 %", "50 %", "90 %")):
+            axes[2].plot(
+                steps, [q[index] if q else math.nan for q in quantiles], label=f"‖w_g‖/√n_g {label}"
+            )
+    if thresholds and len(thresholds) == len(steps):
+        values = [t if isinstance(t, int | float) else sum(t) / len(t) for t in thresholds]
+        axes[2].plot(steps, values, "k--", label="α_out·λ")
+    axes[2].set_yscale("log")
+    axes[2].set_title("outer threshold and group norms")
+    axes[2].legend(fontsize=7)
+    axes[3].plot(steps, [100 * row["parameter"] for row in profile], color="tab:green")
+    axes[3].set_ylim(0, 100)
+    axes[3].set_title("% parameter sparsity")
+    for ax in axes:
+        ax.set_xlabel("meta-step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

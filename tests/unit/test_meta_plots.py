@@ -53,3 +53,26 @@ def test_per_layer_lambda_plot_draws_each_layer_and_the_mean(tmp_path, figures):
 def test_meta_loss_plot_draws_support_and_query_losses(tmp_path, figures):
     plots.plot_meta_losses([3.0, 2.0], [2.5, 1.5], tmp_path / "losses.png")
     assert lines(figures[-1].axes[0]) == [([1, 2], [3.0, 2.0]), ([1, 2], [2.5, 1.5])]
+
+
+def test_lambda_diagnostics_draw_the_gradient_its_sign_fraction_threshold_and_norms(
+    tmp_path, figures
+):
+    grads = [0.5, -0.25, 0.125, 2.0] * 13  # 52 meta-steps: 3 of every 4 are positive
+    extra = {
+        "lam_grad": grads,
+        "group_norm_quantiles": [[0.01, 0.02, 0.04], [0.005, 0.01, 0.03]],
+        "outer_threshold": [1e-3, 8e-4],
+    }
+    plots.plot_lambda_diagnostics([0.9] * 52, extra, PROFILE, tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 0
+    ax_lam, ax_grad, ax_norms, ax_sparsity, twin = figures[-1].axes
+    assert lines(ax_grad) == [(list(range(1, 53)), grads)]
+    ((_, fractions),) = lines(twin)
+    # Windows of 25 meta-steps; the negatives are the steps 4k + 2: six of them in steps 1-25,
+    # seven in 26-50 and none in 51-52.
+    expected = [19 / 25, 18 / 25, 1.0]
+    assert fractions[: len(expected)] == pytest.approx(expected)
+    drawn = lines(ax_norms)
+    assert [y for _, y in drawn] == [[0.01, 0.005], [0.02, 0.01], [0.04, 0.03], [1e-3, 8e-4]]
+    assert lines(ax_sparsity) == [([2, 4], [pytest.approx(25.0), pytest.approx(50.0)])]

@@ -1,0 +1,172 @@
+"""How the meta-training loop learns λ: the rules of ``MetaConfig.lam_update``, and diagnostics.
+
+- ``inner_prox`` (default): the inner loop's adapted clone gets the differentiable prox
+  ``prox(w, α_in, λ)`` on its backbone conv weights, so the query loss carries a meta-gradient to
+  ρ (λ = softplus_β(ρ)); the outer prox ``prox(w, α_out, λ)`` then acts on Θ_meta.
+- ``outer_penalty``: Algorithm 3 as printed. The inner loop takes plain SGD steps (no prox); the
+  outer objective of an episode is ``query_loss + λ·R(θ_b adapted)`` (Eq. 10, 12) with the
+  adapted weights detached inside R, so the penalty reaches ρ and not Θ_meta, whose penalty is the
+  outer prox. ∂/∂λ of that objective is R > 0 whatever the data say, so λ can only shrink.
+- ``preconditioned``: both proxes in the metric D = √v̂ + ε of the outer optimiser's Adam state
+  (ProxSSI), which is equivariant to the scale of a conv weight that BatchNorm makes irrelevant.
+
+References:
+    Upadhyay et al., "Meta-Sparsity: Learning Optimal Sparse Structures in Multi-task Networks
+    through Meta-learning" (Algorithm 3, Eq. 10-12); Deleu & Bengio 2021, "Structured sparsity
+    inducing adaptive optimizers for deep learning" (ProxSSI, the prox in Adam's metric).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from sparsekit.config import ConfigError
+from sparsekit.engine.learned_lambda import SOFTPLUS_THRESHOLD, LearnedLambda
+from sparsekit.engine.optim import ProximalOptimizer
+from sparsekit.interfaces import Penalty
+
+LamUpdate = Literal["inner_prox", "outer_penalty", "preconditioned"]
+LAM_UPDATES: tuple[str, ...] = get_args(LamUpdate)
+
+#: The ``history.extra`` lists :func:`record_diagnostics` fills.
+DIAGNOSTICS = ("lam_grad", "group_norm_quantiles", "outer_threshold")
+
+#: Outer optimiser kinds whose inner torch optimiser is Adam (None: the meta-learners' default,
+#: ``adam_prox``), i.e. the kinds that have a second moment to measure D in.
+ADAM_KINDS = (None, "adam_prox", "proxssi")
+
+
+def check_outer_optimizer(rule: str, optimizer_name: str | None, learner_name: str) -> None:
+    """Reject an outer optimiser that does not fit the λ update rule.
+
+    Raises:
+        ConfigError: ``preconditioned`` with an optimiser that is not Adam-based (no D to take),
+            or ``proxssi`` under the plain-prox rules, whose λ is on the plain prox's scale.
+    """
+    if rule == "preconditioned":
+        if optimizer_name not in ADAM_KINDS:
+            raise ConfigError(
+                f"learner {learner_name!r}: lam_update 'preconditioned' takes its metric "
+                f"D = √v̂ + ε from an Adam outer optimizer (adam_prox or proxssi), got "
+                f"{optimizer_name!r}"
+            )
+    elif optimizer_name == "proxssi":
+        raise ConfigError(
+            f"learner {learner_name!r} supports the outer optimizers adam_prox and sgd_prox "
+            f"under lam_update {rule!r}, whose λ is on the plain prox's scale; proxssi measures "
+            "λ in Adam's metric (use lam_update 'preconditioned' for that)"
+        )
+
+
+def penalty_term(
+    weights: Mapping[str, Tensor], penalty: Penalty, lam_module: LearnedLambda, lam: Tensor
+) -> Tensor:
+    """Σ_l λ_l·R(w_l) over the backbone conv weights, with the weights detached (Eq. 10, 12).
+
+    Detached because in Algorithm 3 the penalty's effect on Θ_meta is the outer prox; only λ
+    receives the gradient of this term, which is R(w_l) per layer.
+    """
+    total = lam.new_zeros(())
+    for index, weight in enumerate(weights.values()):
+        total = total + lam_module.for_layer(lam, index) * penalty.value(weight.detach())
+    return total
+
+
+def adam_preconditioners(
+    optimizer: ProximalOptimizer, weights: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """D = √v̂ + ε of each weight from the outer optimiser's Adam state, detached, by name.
+
+    A weight the optimiser has not stepped yet has no second moment and is left out; the proxes
+    then fall back to the plain prox for it.
+    """
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    metrics = {}
+    for name, weight in weights.items():
+        # The very D the proxssi kind uses, so λ here is on the proxssi scale.
+        metric = optimizer.adam_metric(weight, group_of[id(weight)])
+        if metric is not None:
+            metrics[name] = metric.detach()
+    return metrics
+
+
+@torch.no_grad()
+def outer_prox_(
+    weights: Mapping[str, Tensor],
+    penalty: Penalty,
+    lam_module: LearnedLambda,
+    step: float,
+    precond: Mapping[str, Tensor],
+) -> None:
+    """The outer prox ``prox_(w, α_out, λ_l, precond=D)`` on each of Θ_meta's weights, in place.
+
+    λ is read from ``lam_module`` now, i.e. from the ρ the outer optimiser has just updated. A
+    weight without an entry in ``precond`` (every weight outside ``preconditioned``) gets the
+    plain prox.
+    """
+    lam = lam_module()
+    for index, (name, weight) in enumerate(weights.items()):
+        penalty.prox_(weight, step, lam_module.for_layer(lam, index), precond.get(name))
+
+
+def lam_meta_gradient(lam: LearnedLambda) -> float | None:
+    """d(objective)/dλ from ρ.grad, dividing by softplus_β'(ρ) = sigmoid(β·ρ).
+
+    Per layer it is Σ_l ∂/∂λ_l: the derivative along moving every λ_l, hence their mean, together.
+
+    Returns:
+        The derivative, or None when λ is fixed or received no gradient.
+    """
+    if not lam.learnable or lam.rho.grad is None:
+        return None
+    scaled = lam.beta * lam.rho.detach()
+    # torch's softplus is the identity above its threshold, so its derivative is exactly 1 there.
+    slope = torch.where(scaled > SOFTPLUS_THRESHOLD, torch.ones_like(scaled), scaled.sigmoid())
+    return float((lam.rho.grad.detach() / slope).sum())
+
+
+@torch.no_grad()
+def group_norm_quantiles(weights: Mapping[str, Tensor]) -> list[float] | None:
+    """10/50/90 % quantiles of ‖w_g‖/√n_g over the non-zero input-channel groups of ``weights``.
+
+    Dividing by √n_g puts layers of different group sizes on the scale of one weight, the scale
+    on which the outer threshold α_out·λ compares. None when every group is zero.
+    """
+    norms = []
+    for weight in weights.values():
+        rows = weight.detach().transpose(0, 1).flatten(1)
+        norms.append(torch.linalg.vector_norm(rows, dim=1) / math.sqrt(rows.shape[1]))
+    every = torch.cat(norms).double()
+    every = every[every > 0]
+    if every.numel() == 0:
+        return None
+    levels = torch.tensor([0.1, 0.5, 0.9], dtype=every.dtype, device=every.device)
+    return [float(q) for q in torch.quantile(every, levels)]
+
+
+def record_diagnostics(
+    extra: dict[str, list],
+    lam_grad: float | None,
+    weights: Mapping[str, Tensor],
+    lam_module: LearnedLambda,
+    step: float,
+    evaluated: bool,
+) -> None:
+    """Append the λ diagnostics of one meta-step to ``extra`` (its lists named in DIAGNOSTICS).
+
+    ``lam_grad`` every meta-step; at evaluations, also the group-norm quantiles of ``weights``
+    and the outer prox threshold α_out·λ (a list per layer under a per-layer λ).
+    """
+    extra["lam_grad"].append(lam_grad)
+    if not evaluated:
+        return
+    extra["group_norm_quantiles"].append(group_norm_quantiles(weights))
+    lam = lam_module.values()
+    extra["outer_threshold"].append(
+        [step * v for v in lam] if isinstance(lam, list) else step * lam
+    )
