@@ -335,6 +335,11 @@ class MetaTrainer:
         check_outer_optimizer(options.lam_update, cfg.optimizer.name, learner.name)
         if cfg.amp:
             raise ConfigError(f"learner {learner.name!r} runs in full precision; set amp: false")
+        if cfg.lam_warmup:
+            raise ConfigError(
+                f"learner {learner.name!r}: lam_warmup ramps the fixed λ of an mtl run; a "
+                "meta-learner's λ starts at lam (or λ₀ when learned), so set lam_warmup: 0"
+            )
         regrowth = resolve_component("regrowth", options.regrowth)
         if regrowth.regrows_to_zero:
             raise ConfigError(

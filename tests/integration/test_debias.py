@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparsekit.config import ConfigError
 from sparsekit.engine.components import resolve_component
 from sparsekit.engine.experiment import PRETRAIN_DIR, Experiment
 from sparsekit.engine.training import evaluate
@@ -115,6 +116,11 @@ def test_lambda_warm_up_is_linear_then_constant():
     result = Experiment(**SMALL, lam=0.04, lam_warmup=10, steps=20, debias_steps=0).run()
     lams = {row["step"]: row["lam"] for row in result.profile}
     assert lams == pytest.approx({5: 0.02, 10: 0.04, 15: 0.04, 20: 0.04})
+
+
+def test_a_meta_learner_refuses_a_lambda_warm_up_it_would_ignore():
+    with pytest.raises(ConfigError, match="lam_warmup"):
+        Experiment(**SMALL, steps=2, learner="maml", lam="learned", lam_warmup=5).run()
 
 
 def test_validation_metrics_are_those_of_the_final_model(tmp_path):
