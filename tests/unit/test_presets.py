@@ -49,3 +49,17 @@ def test_the_frontier_sweep_covers_both_regimes_dense_and_the_ablation_switches(
     assert any(c["debias_steps"] == 0 for c in ablation)  # the debiasing stage switched off
     assert any(c["lam_warmup"] > 0 for c in ablation)
     assert any(c["steps"] > 600 for c in ablation)  # the training length
+
+
+def test_the_meta_sparsity_sweeps_are_five_seeds_and_the_half_double_grid_of_the_defaults():
+    from sparsekit.config import ExperimentConfig
+    from sparsekit.engine.meta import MetaConfig
+
+    seeds = Sweep.from_yaml(CONFIGS / "meta_sparsity_shapes.yaml")
+    assert seeds.config.seeds == [0, 1, 2, 3, 4] and len(seeds.runs()) == 5
+    lam_lr, outer_lr = MetaConfig().lam_lr, ExperimentConfig().optimizer.lr
+    assert {r.config["learner"]["lam_lr"] for r in seeds.runs()} == {lam_lr}
+    grid = Sweep.from_yaml(CONFIGS / "meta_sparsity_lr_grid_shapes.yaml").runs()
+    cells = {(r.config["learner"]["lam_lr"], r.config["optimizer"]["lr"]) for r in grid}
+    scales = (0.5, 1.0, 2.0)
+    assert cells == {(a * lam_lr, b * outer_lr) for a in scales for b in scales}
