@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 import traceback
@@ -154,8 +155,7 @@ class Experiment:
         baseline trains for the same total number of steps.
         """
         cfg = self.config
-        learner = resolve_component("learner", cfg.learner)
-        if not learner.debiases or cfg.penalty is None or cfg.scheduler is not None:
+        if not self._learner.debiases or cfg.penalty is None or cfg.scheduler is not None:
             return None
         steps = cfg.debias_steps if cfg.debias_steps is not None else cfg.steps // 3
         if steps == 0:
@@ -167,8 +167,12 @@ class Experiment:
         cfg = self.config
         if cfg.optimizer.name is not None:
             return cfg.optimizer
-        learner = resolve_component("learner", cfg.learner)
-        return cfg.optimizer.model_copy(update={"name": learner.default_optimizer})
+        return cfg.optimizer.model_copy(update={"name": self._learner.default_optimizer})
+
+    @functools.cached_property
+    def _learner(self) -> Any:
+        """The configured learner, resolved once for its declared capabilities."""
+        return resolve_component("learner", self.config.learner)
 
     def _finetune(
         self,
@@ -235,7 +239,7 @@ class Experiment:
         if cfg.amp and device.type != "cuda":
             raise ConfigError("amp (mixed precision) needs a CUDA device; set amp: false")
         # Every component is resolved before any data is loaded, so a bad name fails at once.
-        learner = resolve_component("learner", cfg.learner)
+        learner = self._learner
         cfg = cfg.model_copy(update={"optimizer": self._resolved_optimizer()})
         lam = initial_lambda(cfg, learner, generator)
         provider = resolve_component("dataset", cfg.dataset)
