@@ -148,9 +148,11 @@ class EpisodeStream:
         episodes: the task subsets to sample from, uniformly.
         batch_size: examples in the support batch, and again in the query batch.
         generator: the seeded source of every random choice.
+        pool: the positions of ``train`` the stream may use (all of them when None); the
+            reported indices are positions in ``train`` either way.
 
     Raises:
-        ValueError: no episodes, or the split holds fewer than ``2·batch_size`` examples.
+        ValueError: no episodes, or the pool holds fewer than ``2·batch_size`` examples.
     """
 
     def __init__(
@@ -159,19 +161,23 @@ class EpisodeStream:
         episodes: Sequence[Episode],
         batch_size: int,
         generator: torch.Generator,
+        pool: Tensor | None = None,
     ) -> None:
         if not episodes:
             raise ValueError("an episode stream needs at least one episode")
-        size = len(train)  # type: ignore[arg-type]
+        size = len(train) if pool is None else pool.numel()  # type: ignore[arg-type]
         if batch_size < 1 or 2 * batch_size > size:
+            where = "the training split has" if pool is None else "its part of the split has"
             raise ValueError(
                 f"disjoint support and query batches of {batch_size} need at least "
-                f"{2 * batch_size} training examples, the training split has {size}"
+                f"{2 * batch_size} training examples, {where} {size}"
             )
         self.train = train
         self.episodes = list(episodes)
         self.batch_size = batch_size
         self.generator = generator
+        self.pool = pool
+        self._size = size
         self._order = torch.empty(0, dtype=torch.long)
         self._position = 0
 
@@ -183,7 +189,8 @@ class EpisodeStream:
     def _next_indices(self) -> Tensor:
         needed = 2 * self.batch_size
         if self._position + needed > self._order.numel():
-            self._order = torch.randperm(len(self.train), generator=self.generator)  # type: ignore[arg-type]
+            order = torch.randperm(self._size, generator=self.generator)
+            self._order = order if self.pool is None else self.pool[order]
             self._position = 0
         indices = self._order[self._position : self._position + needed]
         self._position += needed
@@ -201,3 +208,55 @@ class EpisodeStream:
         return EpisodeBatch(
             tasks, self._fetch(support, tasks), self._fetch(query, tasks), support, query
         )
+
+
+def split_holdout(size: int, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Positions ``0..size-1`` split at random into (kept, held out), ``round(fraction·size)``
+    of them held out; both sorted.
+    """
+    order = torch.randperm(size, generator=generator)
+    held = int(round(fraction * size))
+    return order[held:].sort().values, order[:held].sort().values
+
+
+class HeldOutBatches:
+    """Batches from the held-out part of the training split, for λ's meta-gradient.
+
+    Meta-training never adapts on these examples nor steps Θ_meta with their gradient; each
+    episode scores its adapted clone on one batch of them, and only λ is differentiated through
+    that score (the training/validation split of Luketina et al. 2016, both parts taken from the
+    training split so that the validation split keeps its one role, early stopping). Positions are
+    drawn without replacement from a seeded permutation of the held-out part, a new permutation
+    starting when fewer than ``batch_size`` remain.
+
+    Args:
+        train: the training split.
+        pool: the held-out positions of ``train``.
+        batch_size: examples per batch.
+        generator: the seeded source of the order.
+
+    Raises:
+        ValueError: the held-out part is smaller than one batch.
+    """
+
+    def __init__(
+        self, train: Dataset, pool: Tensor, batch_size: int, generator: torch.Generator
+    ) -> None:
+        if pool.numel() < batch_size:
+            raise ValueError(
+                f"lam_holdout keeps {pool.numel()} training examples for λ, fewer than one "
+                f"batch of {batch_size}; hold out a larger fraction"
+            )
+        self.train, self.pool, self.batch_size, self.generator = train, pool, batch_size, generator
+        self._order = torch.empty(0, dtype=torch.long)
+        self._position = 0
+
+    def next(self, tasks: Episode) -> tuple[tuple[Tensor, dict[str, Tensor]], Tensor]:
+        """The next held-out batch for ``tasks`` and its positions in the training split."""
+        if self._position + self.batch_size > self._order.numel():
+            self._order = self.pool[torch.randperm(self.pool.numel(), generator=self.generator)]
+            self._position = 0
+        indices = self._order[self._position : self._position + self.batch_size]
+        self._position += self.batch_size
+        images, targets = default_collate([self.train[int(i)] for i in indices])
+        return (images, {name: targets[name] for name in tasks}), indices

@@ -9,11 +9,22 @@
   outer prox. ∂/∂λ of that objective is R > 0 whatever the data say, so λ can only shrink.
 - ``preconditioned``: both proxes in the metric D = √v̂ + ε of the outer optimiser's Adam state
   (ProxSSI), which is equivariant to the scale of a conv weight that BatchNorm makes irrelevant.
+- ``relative``: the plain proxes of ``inner_prox``, with each layer's λ measured in units of that
+  layer's RMS weight, s_l = ‖W_l‖_F/√numel(W_l) (taken as a constant of the step): the threshold
+  ``step·λ·s_l·√n_g`` scales with the layer, so ``prox(c·W) = c·prox(W)`` and the scale that
+  BatchNorm leaves free decides nothing.
+
+Independently of the rule, ``MetaConfig.lam_holdout`` holds out part of the training split for
+λ's meta-gradient (:class:`sparsekit.engine.episodes.HeldOutBatches`): ρ is differentiated through
+the adapted clone's loss on held-out examples that Θ_meta never trains on, Θ_meta through the
+query loss as before.
 
 References:
     Upadhyay et al., "Meta-Sparsity: Learning Optimal Sparse Structures in Multi-task Networks
     through Meta-learning" (Algorithm 3, Eq. 10-12); Deleu & Bengio 2021, "Structured sparsity
-    inducing adaptive optimizers for deep learning" (ProxSSI, the prox in Adam's metric).
+    inducing adaptive optimizers for deep learning" (ProxSSI, the prox in Adam's metric);
+    Luketina et al. 2016, "Scalable Gradient-Based Tuning of Continuous Regularization
+    Hyperparameters" (the held-out split of ``lam_holdout``).
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from sparsekit.engine.learned_lambda import SOFTPLUS_THRESHOLD, LearnedLambda
 from sparsekit.engine.optim import ProximalOptimizer
 from sparsekit.interfaces import Penalty
 
-LamUpdate = Literal["inner_prox", "outer_penalty", "preconditioned"]
+LamUpdate = Literal["inner_prox", "outer_penalty", "preconditioned", "relative"]
 LAM_UPDATES: tuple[str, ...] = get_args(LamUpdate)
 
 #: The ``history.extra`` lists :func:`record_diagnostics` fills.
@@ -61,6 +72,20 @@ def check_outer_optimizer(rule: str, optimizer_name: str | None, learner_name: s
             f"under lam_update {rule!r}, whose λ is on the plain prox's scale; proxssi measures "
             "λ in Adam's metric (use lam_update 'preconditioned' for that)"
         )
+
+
+def layer_scale(weight: Tensor) -> Tensor:
+    """s_l = ‖W‖_F/√numel(W), the RMS weight of a layer, detached: ``relative``'s unit of λ.
+
+    It equals the root-mean-square over input-channel groups of ‖w_g‖/√n_g, the quantity the
+    outer threshold of the plain prox compares with (:func:`group_norm_quantiles`).
+    """
+    return weight.detach().square().mean().sqrt()
+
+
+def layer_lambda(rule: str, lam_l: Tensor, weight: Tensor) -> Tensor:
+    """The λ a prox applies to ``weight``: ``lam_l``, times the layer's scale under ``relative``."""
+    return lam_l * layer_scale(weight) if rule == "relative" else lam_l
 
 
 def penalty_term(
@@ -102,16 +127,18 @@ def outer_prox_(
     lam_module: LearnedLambda,
     step: float,
     precond: Mapping[str, Tensor],
+    rule: str = "inner_prox",
 ) -> None:
     """The outer prox ``prox_(w, α_out, λ_l, precond=D)`` on each of Θ_meta's weights, in place.
 
-    λ is read from ``lam_module`` now, i.e. from the ρ the outer optimiser has just updated. A
-    weight without an entry in ``precond`` (every weight outside ``preconditioned``) gets the
-    plain prox.
+    λ is read from ``lam_module`` now, i.e. from the ρ the outer optimiser has just updated, and
+    is scaled by the layer's RMS weight under ``relative``. A weight without an entry in
+    ``precond`` (every weight outside ``preconditioned``) gets the plain prox.
     """
     lam = lam_module()
     for index, (name, weight) in enumerate(weights.items()):
-        penalty.prox_(weight, step, lam_module.for_layer(lam, index), precond.get(name))
+        lam_l = layer_lambda(rule, lam_module.for_layer(lam, index), weight)
+        penalty.prox_(weight, step, lam_l, precond.get(name))
 
 
 def lam_meta_gradient(lam: LearnedLambda) -> float | None:
@@ -156,16 +183,27 @@ def record_diagnostics(
     lam_module: LearnedLambda,
     step: float,
     evaluated: bool,
+    rule: str = "inner_prox",
 ) -> None:
     """Append the λ diagnostics of one meta-step to ``extra`` (its lists named in DIAGNOSTICS).
 
     ``lam_grad`` every meta-step; at evaluations, also the group-norm quantiles of ``weights``
-    and the outer prox threshold α_out·λ (a list per layer under a per-layer λ).
+    and the outer prox threshold α_out·λ (a list per layer under a per-layer λ, and under
+    ``relative``, where it is α_out·λ_l·s_l, on the scale of the group-norm quantiles).
     """
     extra["lam_grad"].append(lam_grad)
     if not evaluated:
         return
     extra["group_norm_quantiles"].append(group_norm_quantiles(weights))
+    if rule == "relative":
+        lam_t = lam_module().detach()
+        extra["outer_threshold"].append(
+            [
+                step * float(layer_lambda(rule, lam_module.for_layer(lam_t, i), w))
+                for i, w in enumerate(weights.values())
+            ]
+        )
+        return
     lam = lam_module.values()
     extra["outer_threshold"].append(
         [step * v for v in lam] if isinstance(lam, list) else step * lam

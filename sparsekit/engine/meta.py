@@ -44,13 +44,21 @@ from torch import Tensor, nn
 
 from sparsekit.config import ConfigError
 from sparsekit.engine.components import resolve_component
-from sparsekit.engine.episodes import Episode, EpisodeBatch, EpisodeStream, resolve_episodes
+from sparsekit.engine.episodes import (
+    Episode,
+    EpisodeBatch,
+    EpisodeStream,
+    HeldOutBatches,
+    resolve_episodes,
+    split_holdout,
+)
 from sparsekit.engine.lam_update import (
     DIAGNOSTICS,
     LamUpdate,
     adam_preconditioners,
     check_outer_optimizer,
     lam_meta_gradient,
+    layer_lambda,
     outer_prox_,
     penalty_term,
     record_diagnostics,
@@ -113,7 +121,11 @@ class MetaConfig(ComponentConfig):
             which the softplus guarantees. ``"preconditioned"``: both proxes in the metric
             D = √v̂ + ε of the outer Adam (ProxSSI), scale-equivariant under BatchNorm; an
             Adam-based outer optimiser and λ on the proxssi scale (for ``mtl`` on shapes,
-            λ ≈ 0.001–0.04 spans 0–90 % sparsity).
+            λ ≈ 0.001–0.04 spans 0–90 % sparsity). ``"relative"``: the proxes of
+            ``inner_prox`` with each layer's λ in units of its RMS weight (scale-free).
+        lam_holdout: the fraction of the training split held out for λ's meta-gradient (0: none).
+            ρ is then differentiated through the adapted clone's loss on a held-out batch, which
+            Θ_meta never trains on; Θ_meta keeps the query gradient. Needs a learned λ.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -128,6 +140,7 @@ class MetaConfig(ComponentConfig):
     regrowth: Any = "none"
     log_every: int = Field(10, ge=1)
     lam_update: LamUpdate = "inner_prox"
+    lam_holdout: float = Field(0.0, ge=0, lt=0.5)
 
     @field_validator("regrowth", mode="before")
     @classmethod
@@ -206,14 +219,15 @@ def prox_backbone(clone: MultiTaskNet, state: MetaState, lam: Tensor) -> None:
     """Apply ``penalty.prox(w, α_in, λ_l, precond=D)`` to every backbone conv weight of ``clone``.
 
     Differentiable in the weights and in λ, so the query loss carries a meta-gradient to ρ. D is
-    the weight's ``state.precond`` entry (None: the plain prox); ``outer_penalty`` skips it all.
+    the weight's ``state.precond`` entry (None: the plain prox); under ``relative`` λ_l is scaled
+    by the weight's RMS (a constant); ``outer_penalty`` skips it all.
     """
     if not state.prox_active or state.lam_update == "outer_penalty":
         return
     assert state.penalty is not None
     precond = state.precond or {}
     for index, (name, weight) in enumerate(backbone_conv_weights(clone).items()):
-        lam_l = state.lam.for_layer(lam, index)
+        lam_l = layer_lambda(state.lam_update, state.lam.for_layer(lam, index), weight)
         new = state.penalty.prox(weight, state.inner_lr, lam_l, precond=precond.get(name))
         set_parameter(clone, name, new)
 
@@ -295,16 +309,36 @@ class MetaLearner(Learner):
         The objective is the query loss itself, plus ``λ·R(θ_b adapted)`` with the adapted
         weights detached under ``lam_update="outer_penalty"`` (Eq. 10).
         """
+        support_loss, query_loss, objective, _ = self.episode_objectives(state, batch)
+        return support_loss, query_loss, objective
+
+    def episode_objectives(
+        self, state: MetaState, batch: EpisodeBatch, held_out: Batch | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """:meth:`episode_objective`, and the same objective on ``held_out`` data.
+
+        The held-out objective scores the same adapted clone on ``held_out`` (None without it);
+        it is what λ is differentiated through under ``MetaConfig.lam_holdout``.
+        """
         adapted, support_loss = self.adapt(state, batch.tasks, batch.support)
         use_batch_statistics(adapted)
-        images, targets = batch.query
-        query_loss = episode_loss(state, adapted(images, list(batch.tasks)), targets, batch.tasks)
-        objective = query_loss
+        penalty = None
         if state.lam_update == "outer_penalty" and state.prox_active:
             assert state.penalty is not None
             weights = backbone_conv_weights(cast(MultiTaskNet, adapted))
-            objective = query_loss + penalty_term(weights, state.penalty, state.lam, state.lam())
-        return support_loss.detach(), query_loss, objective
+            penalty = penalty_term(weights, state.penalty, state.lam, state.lam())
+
+        def scored(data: Batch) -> Tensor:
+            images, targets = data
+            return episode_loss(state, adapted(images, list(batch.tasks)), targets, batch.tasks)
+
+        query_loss = scored(batch.query)
+        objective = query_loss if penalty is None else query_loss + penalty
+        held: Tensor | None = None
+        if held_out is not None:
+            held = scored(held_out)
+            held = held if penalty is None else held + penalty
+        return support_loss.detach(), query_loss, objective, held
 
     def fit(self, context: TrainingContext) -> TrainingHistory:
         """Meta-train ``context.model`` in place; see the module docstring for one meta-step."""
@@ -323,8 +357,9 @@ class MetaTrainer:
         ConfigError: a learned λ without a penalty, the ``proxssi`` outer optimiser under a
             plain-prox ``lam_update`` (its λ is on another scale than the inner prox's), an outer
             optimiser that is not Adam-based under ``preconditioned``, mixed precision, a
-            regrowth policy that regrows to zero, episodes that do not fit the tasks, or a
-            training split too small for disjoint support and query batches.
+            regrowth policy that regrows to zero, episodes that do not fit the tasks, a
+            training split too small for disjoint support and query batches, or ``lam_holdout``
+            with a fixed λ or with too few examples held out.
     """
 
     def __init__(self, learner: MetaLearner, context: TrainingContext) -> None:
@@ -339,6 +374,11 @@ class MetaTrainer:
             raise ConfigError(
                 f"learner {learner.name!r}: lam_warmup ramps the fixed λ of an mtl run; a "
                 "meta-learner's λ starts at lam (or λ₀ when learned), so set lam_warmup: 0"
+            )
+        if options.lam_holdout and not learned:
+            raise ConfigError(
+                f"learner {learner.name!r}: lam_holdout holds out data for the meta-gradient of "
+                "a learned λ; with a fixed lam set lam_holdout: 0"
             )
         regrowth = resolve_component("regrowth", options.regrowth)
         if regrowth.regrows_to_zero:
@@ -374,14 +414,27 @@ class MetaTrainer:
             episodes = resolve_episodes(
                 [t.name for t in context.tasks], options.episodes, options.min_tasks
             )
+            batch_size = options.batch_size or cfg.batch_size
+            pool: Tensor | None = None
+            #: Held-out training batches for λ's meta-gradient (``lam_holdout``), or None.
+            self.held_out: HeldOutBatches | None = None
+            if options.lam_holdout:
+                pool, held = split_holdout(
+                    len(context.train),  # type: ignore[arg-type]
+                    options.lam_holdout,
+                    context.generator,
+                )
+                self.held_out = HeldOutBatches(context.train, held, batch_size, context.generator)
             self.stream = EpisodeStream(
-                context.train, episodes, options.batch_size or cfg.batch_size, context.generator
+                context.train, episodes, batch_size, context.generator, pool=pool
             )
         except ValueError as exc:
             raise ConfigError(f"learner {learner.name!r}: {exc}") from None
         self.optimizer = self._outer_optimizer()
         #: d(objective)/dλ of the last meta-step (None for a fixed λ), for ``history.extra``.
         self.last_lam_grad: float | None = None
+        #: The mean held-out objective of the last meta-step (None without ``lam_holdout``).
+        self.last_held_out_loss: float | None = None
 
     def _outer_optimizer(self) -> ProximalOptimizer:
         """``config.optimizer``'s gradient step over Θ_meta and ρ; the prox is applied after it."""
@@ -408,16 +461,33 @@ class MetaTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         support_total = query_total = 0.0
         drawn = []
+        held_total = 0.0
         for _ in range(episodes_per_batch):
             batch = self.stream.next().to(device)
-            support_loss, query_loss, objective = self.learner.episode_objective(self.state, batch)
+            held_out = None
+            if self.held_out is not None:
+                (images, targets), _ = self.held_out.next(batch.tasks)
+                held_out = images.to(device), {k: v.to(device) for k, v in targets.items()}
+            support_loss, query_loss, objective, held = self.learner.episode_objectives(
+                self.state, batch, held_out
+            )
             value = float(query_loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"the query loss of episode {batch.tasks} is {value}")
-            (objective / episodes_per_batch).backward()
+            if held is None:
+                (objective / episodes_per_batch).backward()
+            else:
+                # Θ_meta and the combiner learn from the query batch, ρ from the held-out one.
+                theta = [p for g in self.optimizer.param_groups[:1] for p in g["params"]]
+                (objective / episodes_per_batch).backward(inputs=theta, retain_graph=True)
+                (held / episodes_per_batch).backward(inputs=[self.lam.rho])
+                held_total += float(held.detach())
             support_total += float(support_loss)
             query_total += value
             drawn.append(batch.tasks)
+        self.last_held_out_loss = (
+            held_total / episodes_per_batch if self.held_out is not None else None
+        )
         self.last_lam_grad = lam_meta_gradient(self.lam)
         self.state.last_grads = {
             name: w.grad.detach().clone() for name, w in convs.items() if w.grad is not None
@@ -428,7 +498,7 @@ class MetaTrainer:
             # D includes this step's second moment, as proxssi's prox after its Adam step does.
             precond = adam_preconditioners(self.optimizer, convs) if preconditioned else {}
             lr = self.optimizer.param_groups[0]["lr"]
-            outer_prox_(convs, self.state.penalty, self.lam, lr, precond)
+            outer_prox_(convs, self.state.penalty, self.lam, lr, precond, self.state.lam_update)
         return support_total / episodes_per_batch, query_total / episodes_per_batch, drawn
 
     def run(self) -> TrainingHistory:
@@ -437,7 +507,10 @@ class MetaTrainer:
         model, combiner = context.model, context.combiner
         stopper = EarlyStopping(cfg.patience, [model, combiner, self.lam])
         history = TrainingHistory()
-        history.extra = {key: [] for key in ("support_loss", "query_loss", *DIAGNOSTICS)}
+        keys = ("support_loss", "query_loss", *DIAGNOSTICS)
+        if self.held_out is not None:
+            keys = (*keys, "held_out_loss")
+        history.extra = {key: [] for key in keys}
         counts: Counter[str] = Counter()
         model.train()
         step = 0
@@ -451,7 +524,17 @@ class MetaTrainer:
             evaluated = step % cfg.eval_every == 0 or step == cfg.steps
             lr = self.optimizer.param_groups[0]["lr"]
             convs = backbone_conv_weights(model)
-            record_diagnostics(history.extra, self.last_lam_grad, convs, self.lam, lr, evaluated)
+            record_diagnostics(
+                history.extra,
+                self.last_lam_grad,
+                convs,
+                self.lam,
+                lr,
+                evaluated,
+                self.state.lam_update,
+            )
+            if self.held_out is not None:
+                history.extra["held_out_loss"].append(self.last_held_out_loss)
             if evaluated:
                 val_loss, _ = evaluate(model, context.val, context.tasks, combiner, context.device)
                 stats = sparsity(model)

@@ -29,6 +29,7 @@ from test_meta_gradients import (
     soft_threshold,
     tiny_batch,
     tiny_context,
+    tiny_model,
 )
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -36,9 +37,11 @@ from torch.func import functional_call
 from sparsekit import Experiment
 from sparsekit.config import ConfigError, build_config
 from sparsekit.engine.episodes import EpisodeBatch
+from sparsekit.engine.learned_lambda import LearnedLambda
 from sparsekit.engine.meta import MetaState, MetaTrainer
 from sparsekit.models import backbone_conv_weights
 from sparsekit_plugins.learners.maml import MAMLLearner
+from sparsekit_plugins.penalties.group_lasso import GroupLassoPenalty
 
 ALPHA_OUT, ALPHA_RHO = 0.2, 0.5
 OUTER_PENALTY_LAM_LR = 0.002
@@ -53,9 +56,11 @@ def trainer_for(
     eval_every: int = 1,
     learned: bool = True,
     lam_lr: float = ALPHA_RHO,
+    **extra: object,
 ) -> MetaTrainer:
     """A ``maml`` trainer (κ = 1) whose episode stream replays ``batches`` in turn."""
     options = {"lam_update": rule} if rule is not None else {}
+    options.update(extra)
     learner = MAMLLearner(
         inner_lr=INNER_LR,
         episodes_per_batch=len(batches),
@@ -370,11 +375,212 @@ def test_preconditioned_outer_prox_zeroes_by_the_norm_in_adams_metric():
         torch.testing.assert_close(state.precond[name], metrics[name], rtol=1e-9, atol=1e-15)
 
 
+# --- relative: λ in units of each layer's RMS weight ---------------------------------------------
+
+#: λ on the relative scale: with the tiny model's layer RMS weights (≈ 0.24 and 0.18) and α_in,
+#: it zeroes the weak group of each conv and keeps the others.
+LAM_RELATIVE = 4.0
+
+
+def rms(weight: Tensor) -> Tensor:
+    return weight.detach().pow(2).mean().sqrt()
+
+
+def relative_query_loss(state: MetaState, batch: EpisodeBatch) -> tuple[Tensor, list[Tensor]]:
+    """One SGD step on the support loss, then group soft-thresholding with τ = α_in·λ·RMS(w)
+    per conv (the RMS a constant), then the query loss; and each group's threshold margin."""
+    net = functional_net(state.model)
+    params = dict(state.model.named_parameters())
+    log_vars = state.combiner.log_vars
+    lam = F.softplus(state.lam.rho, beta=BETA)
+    images, targets = batch.support
+    loss = combined_loss(functional_call(net, params, (images,)), targets, log_vars, batch.tasks)
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True, allow_unused=True)
+    params = {
+        n: p if g is None else p - INNER_LR * g
+        for (n, p), g in zip(params.items(), grads, strict=True)
+    }
+    margins = []
+    for name in CONVS:
+        params[name], margin = soft_threshold(params[name], INNER_LR * lam * rms(params[name]))
+        margins.append(margin)
+    images, targets = batch.query
+    query = combined_loss(functional_call(net, params, (images,)), targets, log_vars, batch.tasks)
+    return query, margins
+
+
+def test_relative_lambda_gradient_matches_a_reference_and_finite_differences():
+    learner = MAMLLearner(inner_lr=INNER_LR, lam_update="relative")
+    state = make_state(learner, inner_steps=1)
+    state.lam_update = "relative"
+    with torch.no_grad():
+        state.lam.rho.fill_(math.log(math.expm1(BETA * LAM_RELATIVE)) / BETA)
+    batch = episode_batch()
+    expected, margins = relative_query_loss(state, batch)
+    assert_informative(torch.cat(margins))
+    adapted, _ = learner.adapt(state, batch.tasks, batch.support)
+    got = dict(adapted.named_parameters())
+    for name, margin in zip(CONVS, margins, strict=True):
+        assert torch.equal(zero_groups(got[name].detach()), margin <= 0), name
+
+    def query() -> Tensor:
+        return learner.episode_losses(state, batch)[1]
+
+    rho = state.lam.rho
+    (grad,) = torch.autograd.grad(query(), [rho])
+    (expected_grad,) = torch.autograd.grad(expected, [rho])
+    assert float(query().detach()) == pytest.approx(float(expected.detach()), rel=1e-10)
+    assert float(grad) == pytest.approx(float(expected_grad), rel=1e-8)
+    h, values = 1e-6, []
+    for sign in (1, -1):
+        with torch.no_grad():
+            rho.add_(sign * h)
+        values.append(float(query().detach()))
+        with torch.no_grad():
+            rho.sub_(sign * h)
+    assert abs(float(grad)) > 1e-4
+    assert float(grad) == pytest.approx((values[0] - values[1]) / (2 * h), rel=1e-6)
+
+
+def test_relative_outer_prox_is_equivariant_to_a_layers_scale():
+    """The outer prox of ``relative`` gives c·prox(W) for c·W, zeroing the same groups; the plain
+    prox of ``inner_prox`` zeroes more groups of a shrunken layer (BatchNorm makes c free)."""
+    from sparsekit.engine.lam_update import outer_prox_
+
+    weight = tiny_model().get_parameter(CONVS[1]).detach()
+    penalty = GroupLassoPenalty()
+
+    def proxed(rule: str, scale: float, lam: float = LAM_RELATIVE) -> Tensor:
+        w = {"w": (weight * scale).clone()}
+        outer_prox_(w, penalty, LearnedLambda(lam, dtype=torch.float64), INNER_LR, {}, rule)
+        return w["w"]
+
+    for scale in (0.05, 7.3):
+        base, scaled = proxed("relative", 1.0), proxed("relative", scale)
+        torch.testing.assert_close(scaled, base * scale, rtol=1e-12, atol=1e-15)
+        assert torch.equal(zero_groups(scaled), zero_groups(base))
+    assert 0 < int(zero_groups(proxed("relative", 1.0)).sum()) < weight.shape[1]
+    plain_kept = int((~zero_groups(proxed("inner_prox", 1.0, LAM))).sum())
+    assert plain_kept > 0 and not (~zero_groups(proxed("inner_prox", 0.05, LAM))).any()
+
+
+def test_relative_meta_step_applies_the_outer_prox_with_the_new_lambda_in_layer_units():
+    trainer = trainer_for("relative", [episode_batch()], SGD, lam=LAM_RELATIVE)
+    state = trainer.state
+    params = outer_params(state)
+    expected_loss, _ = relative_query_loss(state, episode_batch())
+    grads = dict(
+        zip(params, torch.autograd.grad(expected_loss, list(params.values())), strict=True)
+    )
+    before = {n: p.detach().clone() for n, p in params.items()}
+    trainer.meta_step()
+    new_lam = F.softplus(before["rho"] - ALPHA_RHO * grads["rho"], beta=BETA)
+    for name, param in params.items():
+        stepped = before[name] - (ALPHA_RHO if name == "rho" else ALPHA_OUT) * grads[name]
+        if name.removeprefix("model.") in CONVS:
+            stepped, _ = soft_threshold(stepped, ALPHA_OUT * new_lam * rms(stepped))
+        torch.testing.assert_close(param.detach(), stepped, rtol=1e-9, atol=1e-12, msg=name)
+
+
+# --- lam_holdout: λ's meta-gradient from held-out training examples -----------------------------
+
+
+def test_holdout_gives_rho_the_held_out_gradient_and_theta_the_query_gradient():
+    """With ``lam_holdout`` ρ's gradient is d/dρ of the mean held-out loss of the adapted clones
+    (checked against the functional reference and central finite differences), while Θ_meta and
+    the combiner get exactly the query loss's gradient, as without a hold-out."""
+    held_batch = tiny_batch(9)
+    trainer = trainer_for("inner_prox", TWO_EPISODES, SGD, lam_holdout=0.25)
+    assert trainer.held_out is not None
+    trainer.held_out.next = lambda tasks: (
+        (held_batch[0], {t: held_batch[1][t] for t in tasks}),
+        torch.empty(0, dtype=torch.long),
+    )
+    state, learner = trainer.state, trainer.learner
+    params = outer_params(state)
+    queries, helds = [], []
+    for batch in TWO_EPISODES:
+        queries.append(reference(state, batch, episode=batch.tasks)[0])
+        as_query = EpisodeBatch(
+            batch.tasks,
+            batch.support,
+            (held_batch[0], {t: held_batch[1][t] for t in batch.tasks}),
+            batch.support_indices,
+            batch.query_indices,
+        )
+        helds.append(reference(state, as_query, episode=batch.tasks)[0])
+    mean_query, mean_held = sum(queries) / 2, sum(helds) / 2
+    theta = [p for n, p in params.items() if n != "rho"]
+    theta_grads = torch.autograd.grad(mean_query, theta, allow_unused=True, retain_graph=True)
+    (rho_grad,) = torch.autograd.grad(mean_held, [state.lam.rho])
+    (query_rho_grad,) = torch.autograd.grad(mean_query, [state.lam.rho])
+    assert float(rho_grad) != pytest.approx(float(query_rho_grad), rel=1e-3)
+
+    def held_objective() -> float:
+        total = 0.0
+        for batch in TWO_EPISODES:
+            tasks = batch.tasks
+            held = (held_batch[0], {t: held_batch[1][t] for t in tasks})
+            total += float(learner.episode_objectives(state, batch, held)[3].detach())
+        return total / 2
+
+    h, rho = 1e-6, state.lam.rho
+    values = []
+    for sign in (1, -1):
+        with torch.no_grad():
+            rho.add_(sign * h)
+        values.append(held_objective())
+        with torch.no_grad():
+            rho.sub_(sign * h)
+    trainer.optimizer.step = lambda: None  # keep the gradients as they were accumulated
+    trainer.meta_step()
+    assert float(rho.grad) == pytest.approx(float(rho_grad), rel=1e-9)
+    assert float(rho.grad) == pytest.approx((values[0] - values[1]) / (2 * h), rel=1e-6)
+    for (name, param), expected in zip(
+        [(n, p) for n, p in params.items() if n != "rho"], theta_grads, strict=True
+    ):
+        got = param.grad if param.grad is not None else torch.zeros_like(param)
+        want = expected if expected is not None else torch.zeros_like(param)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, msg=name)
+    assert trainer.last_held_out_loss == pytest.approx(float(mean_held.detach()), rel=1e-10)
+
+
+def test_holdout_examples_are_never_support_or_query_and_are_seeded():
+    from sparsekit.engine.episodes import EpisodeStream, HeldOutBatches, split_holdout
+
+    data = tiny_context(LAM).train
+    size = len(data)
+    kept, held = split_holdout(size, 0.25, torch.Generator().manual_seed(3))
+    assert held.numel() == round(0.25 * size) and kept.numel() + held.numel() == size
+    assert set(kept.tolist()).isdisjoint(held.tolist())
+    gen = torch.Generator().manual_seed(4)
+    stream = EpisodeStream(data, [EPISODE], 2, gen, pool=kept)
+    batches = HeldOutBatches(data, held, 2, gen)
+    used, scored = set(), set()
+    for _ in range(10):
+        episode = stream.next()
+        used |= set(episode.support_indices.tolist()) | set(episode.query_indices.tolist())
+        scored |= set(batches.next(EPISODE)[1].tolist())
+    assert used <= set(kept.tolist()) and scored <= set(held.tolist()) and used.isdisjoint(scored)
+    again = split_holdout(size, 0.25, torch.Generator().manual_seed(3))
+    assert torch.equal(again[1], held)
+
+
+def test_holdout_needs_a_learned_lambda_and_enough_examples():
+    with pytest.raises(ConfigError, match="lam_holdout .* fixed lam"):
+        trainer_for("inner_prox", [episode_batch()], SGD, learned=False, lam_holdout=0.25)
+    with pytest.raises(ValidationError, match="lam_holdout"):
+        MAMLLearner(lam_holdout=0.5)
+    with pytest.raises(ConfigError, match="lam_holdout keeps .* fewer than one batch"):
+        trainer_for("inner_prox", [episode_batch()], SGD, lam_holdout=0.01)
+
+
 # --- configuration and diagnostics -------------------------------------------------------------
 
 
 def test_an_unknown_lam_update_is_a_clear_error():
-    with pytest.raises(ValidationError, match="inner_prox.*outer_penalty.*preconditioned"):
+    rules = "inner_prox.*outer_penalty.*preconditioned.*relative"
+    with pytest.raises(ValidationError, match=rules):
         MAMLLearner(lam_update="outer_prox")
     tiny = {"name": "shapes", "n_train": 32, "n_val": 8, "n_test": 8, "image_size": 16}
     with pytest.raises(ConfigError, match="learner 'maml': lam_update: .*'preconditioned'"):
@@ -398,6 +604,8 @@ def test_an_unknown_lam_update_is_a_clear_error():
         ("outer_penalty", "proxssi", False),
         ("inner_prox", None, True),
         ("outer_penalty", "sgd_prox", True),
+        ("relative", "proxssi", False),
+        ("relative", "sgd_prox", True),
     ],
 )
 def test_outer_optimizer_must_fit_the_rule(rule, optimizer, accepted):
