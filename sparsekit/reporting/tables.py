@@ -22,13 +22,16 @@ def _efficiency_cells(result: Result) -> list[str]:
 
 def final_lam(result: Result) -> float | list[float] | None:
     """The λ a result's backbone was trained with: the learned λ after the last meta-step, the
-    fixed λ, or, for a fine-tuned result, that of the run it was fine-tuned from; None if unknown.
+    fixed λ, or, for a fine-tuned result, that of the run it was fine-tuned from; None if unknown
+    or if the run had no penalty.
     """
     if result.lam_history:
         return result.lam_history[-1]
     parent_lam = result.extra.get("finetune", {}).get("parent_lam")
     if parent_lam is not None:
         return parent_lam
+    if result.config.get("penalty") is None:  # a scheduled or unpenalised run has no λ
+        return None
     lam = result.config.get("lam")
     return float(lam) if isinstance(lam, int | float) else None
 
