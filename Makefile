@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml scripts/install_learn2learn.py | $(PY)
 	touch $@
 
 demo: $(STAMP)
-	$(PY) -m sparsekit.demo
+	$(PY) -m sparsekit_plugins.demo
 
 test: $(STAMP)
 	$(PY) -m pytest

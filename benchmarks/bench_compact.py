@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from sparsekit import compact
-from sparsekit.engine.efficiency import count_flops, measure_latency
-from sparsekit.plugins import get_registry
+from sparsekit.nn.efficiency import count_flops, measure_latency
+from sparsekit.registry import create
 from sparsekit.tasks import AttributeTask, SegmentationTask
 
 THREADS = 1
@@ -36,7 +36,7 @@ ZERO_FRACTION = 0.5
 def masked_model() -> nn.Module:
     """The multi-task model with a random half of every backbone conv's input groups zeroed."""
     torch.manual_seed(0)
-    builder = get_registry().create("model", "resnet50_deeplab")
+    builder = create("model", "resnet50_deeplab")
     model = builder.build([SegmentationTask("seg", 13), AttributeTask("attr")], 3).eval()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -33,12 +33,13 @@ from typing import Any
 import torch
 
 from sparsekit.config import build_config
-from sparsekit.engine.components import resolve_component
-from sparsekit.engine.meta import MetaTrainer
-from sparsekit.engine.optim import ProximalOptimizer
-from sparsekit.engine.training import cycle, make_loader, seed_everything, task_losses
-from sparsekit.interfaces import TrainingContext
-from sparsekit.models import backbone_conv_weights
+from sparsekit.data.loading import cycle, make_loader
+from sparsekit.engine.experiment import build
+from sparsekit.engine.resolve import resolve
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.registry import create
+from sparsekit.tasks import task_losses
+from sparsekit_plugins.learners._meta_learner import MetaTrainer
 
 KINDS = ("mtl", "maml", "fomaml", "anil")
 TASKS = ["segmentation", "depth", "normals"]
@@ -56,45 +57,32 @@ def build_step(kind: str) -> Callable[[], None]:
         {
             "dataset": {"name": "shapes", "n_train": N_TRAIN, "n_val": 8, "n_test": 8},
             "tasks": TASKS,
-            "learner": kind,
+            "learner": {"name": kind, "lam_init": (0.5, 0.5)} if meta else kind,
             "lam": "learned" if meta else FIXED_LAM,
+            "seed": 0,
             "device": "cpu",
         }
     )
-    generator = seed_everything(0)
-    provider = resolve_component("dataset", cfg.dataset)
-    tasks = provider.select_tasks(cfg.tasks)
-    train = provider.load("train", TASKS)
-    model = resolve_component("model", cfg.model).build(tasks, provider.in_channels)
-    combiner = resolve_component("loss_combiner", cfg.loss_combiner).build(TASKS)
-    penalty = resolve_component("penalty", cfg.penalty)
+    resolved = resolve(cfg)
+    context = build(resolved, lambda info: None).context
+    model, combiner, tasks = context.model, context.combiner, context.tasks
     if meta:
-        context = TrainingContext(
-            model=model,
-            tasks=tasks,
-            train=train,
-            val=train,
-            penalty=penalty,
-            lam=0.5,
-            combiner=combiner,
-            config=cfg,
-            device=torch.device("cpu"),
-            generator=generator,
-        )
         model.train()
-        trainer = MetaTrainer(resolve_component("learner", cfg.learner), context)
+        trainer = MetaTrainer(resolved.learner, context)
 
         def meta_step() -> None:
             trainer.meta_step()
 
         return meta_step
-    optimizer = ProximalOptimizer(
+    cfg = resolved.config
+    optimizer = create("optimizer", cfg.optimizer.name).build(
         list(model.parameters()) + list(combiner.parameters()),
         list(backbone_conv_weights(model).values()),
-        penalty,
+        resolved.penalty,
         FIXED_LAM,
         cfg.optimizer,
     )
+    train, generator = context.train, context.generator
     batches = cycle(
         make_loader(train, cfg.batch_size, shuffle=True, generator=generator, drop_last=True)
     )

@@ -42,13 +42,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparsekit import Experiment
-from sparsekit.engine.components import resolve_component
-from sparsekit.engine.experiment import initial_lambda
-from sparsekit.engine.learned_lambda import inverse_softplus
-from sparsekit.engine.meta import import_learn2learn
-from sparsekit.engine.training import make_loader, seed_everything
+from sparsekit.data.loading import make_loader
+from sparsekit.engine.experiment import build
+from sparsekit.engine.resolve import resolve
 from sparsekit.interfaces import StepInfo, TrainingContext
-from sparsekit.models import backbone_conv_weights
+from sparsekit.nn import backbone_conv_weights
+from sparsekit_plugins.learners._learned_lambda import inverse_softplus
+from sparsekit_plugins.learners._meta import import_learn2learn
 
 THREADS = 1
 REPEATS = 5
@@ -57,31 +57,16 @@ STEPS = 12
 MAML_STEPS = 8
 BATCH = 32
 LAM = 0.05
+#: The learned λ's starting value in the ``maml`` case (one value, so both loops start there).
+LAM0 = 0.5
 LR = 1e-3
 DATASET = {"name": "shapes", "n_train": 256, "n_val": 32, "n_test": 32, "image_size": 32}
 
 
-def _context(experiment: Experiment, learner: Any) -> TrainingContext:
-    """The learner's inputs, resolved as :class:`Experiment` resolves them."""
-    cfg = experiment.config
-    generator = seed_everything(cfg.seed)
-    lam = initial_lambda(cfg, learner, generator)
-    provider = resolve_component("dataset", cfg.dataset)
-    tasks = provider.select_tasks(cfg.tasks)
-    names = [t.name for t in tasks]
-    model = resolve_component("model", cfg.model).build(tasks, provider.in_channels)
-    return TrainingContext(
-        model=model,
-        tasks=tasks,
-        train=provider.load("train", names),
-        val=provider.load("val", names),
-        penalty=resolve_component("penalty", cfg.penalty),
-        lam=lam,
-        combiner=resolve_component("loss_combiner", cfg.loss_combiner).build(names),
-        config=cfg,
-        device=torch.device(cfg.device),
-        generator=generator,
-    )
+def _context(experiment: Experiment) -> tuple[Any, TrainingContext]:
+    """The learner and its inputs, built exactly as :class:`Experiment` builds them."""
+    resolved = resolve(experiment.config)
+    return resolved.learner, build(resolved, lambda info: None).context
 
 
 def _learner_step_seconds(learner: Any, context: TrainingContext) -> float:
@@ -153,8 +138,7 @@ def mtl_overhead() -> dict[str, float]:
         optimizer={"lr": LR},
         device="cpu",
     )
-    learner = resolve_component("learner", experiment.config.learner)
-    context = _context(experiment, learner)
+    learner, context = _context(experiment)
     hand_model = copy.deepcopy(context.model)
     loader = make_loader(context.train, BATCH, shuffle=True, generator=torch.Generator())
     batch = next(iter(loader))
@@ -186,7 +170,9 @@ def hand_maml_step(
     l2l = import_learn2learn()
     tasks = list(context.tasks)
     log_vars = torch.zeros(len(tasks), requires_grad=True)
-    rho = torch.tensor(inverse_softplus(float(context.lam)), requires_grad=True)
+    low, high = options.lam_init
+    assert low == high, "the hand loop starts from the one λ₀ that lam_init allows"
+    rho = torch.tensor(inverse_softplus(low), requires_grad=True)
     optimizer = torch.optim.Adam(
         [
             {"params": [*model.parameters(), log_vars]},
@@ -237,7 +223,7 @@ def maml_overhead() -> dict[str, float]:
     experiment = Experiment(
         dataset=DATASET,
         tasks=names,
-        learner={"name": "maml", "episodes": [names]},
+        learner={"name": "maml", "episodes": [names], "lam_init": (LAM0, LAM0)},
         penalty="group_lasso",
         lam="learned",
         steps=MAML_STEPS,
@@ -245,8 +231,7 @@ def maml_overhead() -> dict[str, float]:
         optimizer={"lr": LR},
         device="cpu",
     )
-    learner = resolve_component("learner", experiment.config.learner)
-    context = _context(experiment, learner)
+    learner, context = _context(experiment)
     options = learner.config
     hand_model = copy.deepcopy(context.model)
     loader = make_loader(

@@ -27,7 +27,7 @@ and each seed:
   group importances is Torch-Pruning's counterpart; local pruning would impose one ratio on every
   layer.
 
-Both are evaluated on the test split with :func:`sparsekit.engine.training.evaluate`. Each
+Both are evaluated on the test split with :func:`sparsekit.engine.loop.evaluate`. Each
 task's primary metric is recorded (segmentation mIoU ↑, depth MAE ↓, normals cosine ↑, edges
 MAE ↓), with the reached sparsity and the wall time of the whole pipeline (data, model, training,
 test; sparsekit's also includes its periodic validation and its efficiency record, the peer's its
@@ -57,16 +57,11 @@ from torch import Tensor, nn
 
 from sparsekit import Experiment
 from sparsekit.config import ExperimentConfig, build_config
-from sparsekit.engine.components import resolve_component
-from sparsekit.engine.training import (
-    Batch,
-    cycle,
-    evaluate,
-    make_loader,
-    seed_everything,
-    task_losses,
-)
-from sparsekit.tasks import Task
+from sparsekit.data.loading import Batch, cycle, make_loader
+from sparsekit.engine.experiment import build
+from sparsekit.engine.loop import evaluate
+from sparsekit.engine.resolve import resolve
+from sparsekit.tasks import Task, task_losses
 
 logger = logging.getLogger(__name__)
 
@@ -252,15 +247,11 @@ def peer_pipeline(
     """
     started = time.perf_counter()
     cfg = experiment_config(seed, overrides)
-    generator = seed_everything(seed)
-    provider = resolve_component("dataset", cfg.dataset)
-    builder = resolve_component("model", cfg.model)
-    combiner_factory = resolve_component("loss_combiner", cfg.loss_combiner)
-    tasks = provider.select_tasks(cfg.tasks)
-    names = [t.name for t in tasks]
-    splits = {split: provider.load(split, names) for split in ("train", "val", "test")}
-    model = builder.build(tasks, provider.in_channels).to(DEVICE)
-    combiner = combiner_factory.build(names).to(DEVICE)
+    built = build(resolve(cfg), lambda info: None)
+    context = built.context
+    generator, tasks = context.generator, context.tasks
+    splits = {"train": context.train, "val": context.val, "test": built.test}
+    model, combiner = context.model.to(DEVICE), context.combiner.to(DEVICE)
     example = next(iter(make_loader(splits["train"], TRACE_BATCH, shuffle=False)))[0]
     regulariser = make_peer_pruner(model, example, 0.0)
     loader = make_loader(

@@ -1,20 +1,17 @@
 """sparsekit: sparse multi-task networks whose sparsity is learned.
 
-The public API: build experiments, list and create plugin components.
+The public API: build and run experiments, fine-tune and compact their models, reload results,
+list and create plugin components.
 """
 
-from sparsekit.config import (
-    ConfigError,
-    ExperimentConfig,
-    FinetuneConfig,
-    OptimizerConfig,
-    load_config,
-)
-from sparsekit.engine.compaction import compact
+from sparsekit.config import ExperimentConfig, FinetuneConfig, OptimizerConfig, load_config
 from sparsekit.engine.experiment import Experiment
+from sparsekit.engine.finetune import finetune
+from sparsekit.errors import ConfigError, PluginError, PluginLoadWarning
 from sparsekit.hookspecs import hookimpl
-from sparsekit.plugins import PluginError, PluginLoadWarning, create, list_plugins, reload_plugins
-from sparsekit.reporting.result import Result
+from sparsekit.nn.compaction import compact
+from sparsekit.registry import create, list_plugins, reload_plugins
+from sparsekit.runs.store import Result
 
 __version__ = "0.1.0"
 
@@ -30,6 +27,7 @@ __all__ = [
     "__version__",
     "compact",
     "create",
+    "finetune",
     "hookimpl",
     "list_plugins",
     "load_config",

@@ -7,13 +7,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sparsekit.config import ConfigError
-from sparsekit.plugins import PluginError
+from tqdm import tqdm
+
+from sparsekit.config import FinetuneConfig, parse_overrides
+from sparsekit.engine.experiment import Experiment
+from sparsekit.engine.finetune import finetune
+from sparsekit.errors import ConfigError, PluginError
+from sparsekit.nn.efficiency import backbone_parameter_counts
+from sparsekit.registry import list_plugins
+from sparsekit.reporting.plots import plot_metrics_vs_efficiency
+from sparsekit.reporting.tables import results_table
+from sparsekit.runs.store import CHECKPOINT_FILE, Result, compact_run
+from sparsekit.sweep import Sweep, SweepInterrupted
 
 
 def _progress_bar(total: int):  # noqa: ANN202 - returns (callback, bar)
-    from tqdm import tqdm
-
     bar = tqdm(total=total, unit="step", dynamic_ncols=True)
 
     def on_step(info) -> None:  # noqa: ANN001
@@ -28,8 +36,6 @@ def _progress_bar(total: int):  # noqa: ANN202 - returns (callback, bar)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sparsekit.engine.experiment import Experiment
-    from sparsekit.reporting.tables import results_table
 
     overrides = list(args.set or [])
     if args.run_dir:
@@ -48,9 +54,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from sparsekit.config import FinetuneConfig, parse_overrides
-    from sparsekit.reporting.result import CHECKPOINT_FILE, Result
-    from sparsekit.reporting.tables import results_table
 
     parent = Result.load(args.run_dir)
     if parent.model is None:
@@ -62,7 +65,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "finetune"
     on_step, bar = _progress_bar(fields.get("steps", FinetuneConfig().steps))
     try:
-        result = parent.finetune(run_dir=out, on_step=on_step, **fields)
+        result = finetune(parent, run_dir=out, on_step=on_step, **fields)
     finally:
         bar.close()
     print(results_table([(Path(args.run_dir).name, parent), (f"finetune ({args.mode})", result)]))
@@ -71,7 +74,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from sparsekit.plugins import list_plugins
 
     rows = list_plugins(args.kind)
     width = max((len(r.kind) for r in rows), default=4)
@@ -81,22 +83,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sparsekit.reporting.result import Result
-    from sparsekit.reporting.tables import results_table
 
     rows = [(Path(d).name, Result.load(d, with_model=False)) for d in args.run_dirs]
     print(results_table(rows))
     if args.plot:
-        from sparsekit.reporting.plots import plot_metrics_vs_efficiency
-
         plot_metrics_vs_efficiency(rows, Path(args.plot))
         print(f"plot written to {args.plot}")
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from sparsekit.engine.compaction import compact_run
-    from sparsekit.engine.efficiency import backbone_parameter_counts
 
     dense, small, path = compact_run(args.run_dir)
     for label, model in (("masked", dense), ("compact", small)):
@@ -111,10 +107,6 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from sparsekit.config import parse_overrides
-    from sparsekit.sweep import Sweep, SweepInterrupted
 
     if args.target[0] == "report":
         if len(args.target) != 2:
@@ -171,34 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_option(run, "override a config field (dotted keys for nested fields); repeatable")
     run.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
     run.set_defaults(func=cmd_run)
-    finetune = sub.add_parser(
+    finetuning = sub.add_parser(
         "finetune", help="fine-tune a trained run (meta-testing), optionally on unseen tasks"
     )
-    finetune.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with a model.pt")
-    finetune.add_argument(
+    finetuning.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with a model.pt")
+    finetuning.add_argument(
         "--add-task",
         action="append",
         metavar="TASK",
         help="an unseen task of the data set to add with a new head; repeatable",
     )
-    finetune.add_argument(
+    finetuning.add_argument(
         "--task",
         action="append",
         metavar="TASK",
         help="a trained task to fine-tune (default: see docs); repeatable",
     )
-    finetune.add_argument(
+    finetuning.add_argument(
         "--mode",
         choices=("head", "all"),
         default="all",
         help="head: train only the fine-tuned heads; all: the backbone too",
     )
-    finetune.add_argument("--steps", type=int, help="fine-tuning steps")
-    _add_set_option(finetune, "a FinetuneConfig field (e.g. optimizer.lr=0.01); repeatable")
-    finetune.add_argument(
+    finetuning.add_argument("--steps", type=int, help="fine-tuning steps")
+    _add_set_option(finetuning, "a FinetuneConfig field (e.g. optimizer.lr=0.01); repeatable")
+    finetuning.add_argument(
         "--run-dir", dest="out", help="where to write the fine-tuned run (default RUN_DIR/finetune)"
     )
-    finetune.set_defaults(func=cmd_finetune)
+    finetuning.set_defaults(func=cmd_finetune)
     plugins = sub.add_parser("plugins", help="list the registered plugins")
     plugins.add_argument("--kind", help="only this kind (penalty, learner, ...)")
     plugins.set_defaults(func=cmd_plugins)

@@ -1,4 +1,9 @@
-"""Typed configuration: experiments, component specs and optimisers (pydantic v2)."""
+"""Typed configuration: experiments, component specs and optimisers (pydantic v2).
+
+Component fields take a registry name, a ``{"name": ..., **params}`` dict or an instance; the
+name ``"default"`` (:data:`DEFAULT_COMPONENT`) stands for the component of that kind which
+declares itself the default, resolved by the registry when the experiment runs.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,22 @@ from pydantic import (
     model_validator,
 )
 
+from sparsekit.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_COMPONENT",
+    "ConfigError",
+    "ExperimentConfig",
+    "FinetuneConfig",
+    "OptimizerConfig",
+    "TargetFromRun",
+    "build_config",
+    "load_config",
+]
+
+#: The component name that stands for its kind's default (``registry.default(kind)``).
+DEFAULT_COMPONENT = "default"
+
 
 class StrictModel(BaseModel):
     """Unknown keys are errors."""
@@ -26,16 +47,14 @@ class StrictModel(BaseModel):
 class OptimizerConfig(StrictModel):
     """The optimiser and its proximal step.
 
-    ``name`` left unset (None) takes the learner's default: ``proxssi`` for ``mtl``, ``adam_prox``
-    for the meta-learners; without a penalty the three Adam-based kinds take identical steps.
-    ``adam_prox``: an Adam step on all parameters, then the penalty's plain proximal step
-    with threshold ``lr·λ`` on the penalised backbone weights. ``sgd_prox``: proximal SGD (SGD with
-    momentum, then the same proximal step). ``proxssi``: the Adam-preconditioned proximal step of
-    Deleu & Bengio 2021, whose threshold is measured in the metric D = √v̂ + ε, so its λ is on a
-    different scale from the other two.
+    ``name`` is an optimiser kind of the registry (plugin kind ``optimizer``); left unset (None)
+    it takes the learner's ``default_optimizer``, or the registry's default kind. The other
+    fields are the settings of the kind's torch optimiser, each used where it applies (``betas``
+    and ``eps`` by Adam-based kinds, ``momentum`` by SGD-based ones). ``docs/penalties.md`` lists
+    the built-in kinds and how each measures λ.
     """
 
-    name: Literal["adam_prox", "sgd_prox", "proxssi"] | None = None
+    name: str | None = None
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -49,7 +68,9 @@ class FinetuneConfig(StrictModel):
     No penalty acts during fine-tuning and the backbone's zero weights are held exactly at zero
     (``mask``), so the sparsity pattern found in training is kept. ``mode="all"`` trains the
     backbone and the heads of the fine-tuned tasks; ``mode="head"`` freezes the backbone (its
-    BatchNorm statistics included) and trains the fine-tuned heads only. The fine-tuned tasks are
+    BatchNorm statistics included) and trains the fine-tuned heads only. ``granularity`` says
+    what is held at zero: every zero weight (``element``) or every all-zero input channel
+    (``channel``). The fine-tuned tasks are
     ``tasks`` plus ``add_tasks`` (new heads built by the model builder); ``tasks`` defaults to every
     trained task, except in mode ``head`` with added tasks, where it defaults to none. Heads of
     trained tasks that are not fine-tuned stay frozen and are still evaluated. Fields left None
@@ -64,7 +85,7 @@ class FinetuneConfig(StrictModel):
     batch_size: int | None = Field(None, gt=0)
     eval_every: int | None = Field(None, gt=0)
     patience: int | None = Field(None, gt=0)
-    mask: Literal["element", "channel"] = Field(
+    granularity: Literal["element", "channel"] = Field(
         "element", description="hold every zero weight, or every all-zero input channel, at 0"
     )
     seed: int | None = None
@@ -129,27 +150,23 @@ class ExperimentConfig(StrictModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_default=True)
 
-    dataset: ComponentSpec = "shapes"
+    dataset: ComponentSpec = DEFAULT_COMPONENT
     tasks: list[str] | None = None
-    model: ComponentSpec = "small_resnet"
-    penalty: ComponentSpec | None = "group_lasso"
+    model: ComponentSpec = DEFAULT_COMPONENT
+    penalty: ComponentSpec | None = DEFAULT_COMPONENT
     lam: float | Literal["learned"] = Field(
         0.007,
         description=(
-            "penalty strength λ (≥ 0), or 'learned' to meta-learn it (maml, fomaml, anil); the "
-            "default is chosen on validation metrics for the default recipe (docs/penalties.md)"
+            "penalty strength λ (≥ 0), or 'learned' to meta-learn it (a learner that declares "
+            "learns_lambda); the default is chosen on validation metrics for the default recipe "
+            "(docs/penalties.md)"
         ),
     )
-    lam_init: tuple[float, float] = Field(
-        (0.1, 1.0), description="a learned λ starts at λ₀ ~ U(low, high), drawn with the seed"
-    )
-    lam_beta: float = Field(1.0, gt=0, description="β of a learned λ = softplus_β(ρ)")
-    lam_per_layer: bool = Field(False, description="a learned λ per backbone conv layer")
     lam_warmup: int = Field(
-        0, ge=0, description="steps over which a fixed λ ramps linearly from 0 to lam (mtl)"
+        0, ge=0, description="steps over which a fixed λ ramps linearly from 0 to lam"
     )
-    learner: ComponentSpec = "mtl"
-    loss_combiner: ComponentSpec = "uncertainty"
+    learner: ComponentSpec = DEFAULT_COMPONENT
+    loss_combiner: ComponentSpec = DEFAULT_COMPONENT
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     steps: int = Field(600, gt=0, description="optimiser steps (meta-steps for meta-learners)")
     batch_size: int = Field(32, gt=0)
@@ -167,18 +184,19 @@ class ExperimentConfig(StrictModel):
         None,
         ge=0,
         description=(
-            "masked fine-tuning after a penalised mtl run: penalty off, zeros held, every weight "
-            "trained; None is steps // 3, 0 skips it (see docs/penalties.md)"
+            "masked fine-tuning after a penalised run of a learner that declares debiases: "
+            "penalty off, zeros held, every weight trained; None is steps // 3, 0 skips it "
+            "(see docs/penalties.md)"
         ),
     )
     finetune: FinetuneConfig | None = Field(
         None, description="a fine-tuning stage run after training (see docs/finetuning.md)"
     )
     scheduler: ComponentSpec | None = Field(
-        None, description="a sparsity scheduler (one_shot, iterative, progressive, sparse_training)"
+        None, description="a sparsity scheduler (plugin kind scheduler)"
     )
     mask: ComponentSpec | None = Field(
-        None, description="the mask criterion of a scheduled run (magnitude, random, meta)"
+        None, description="the mask criterion of a scheduled run (plugin kind mask)"
     )
     granularity: Literal["channel", "element"] = Field(
         "channel", description="a scheduled run zeroes input-channel groups or single elements"
@@ -234,14 +252,6 @@ class ExperimentConfig(StrictModel):
             raise ValueError("lam must be greater than or equal to 0 (and finite), or 'learned'")
         return value
 
-    @field_validator("lam_init")
-    @classmethod
-    def _lam_init(cls, value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if not 0 < low <= high or not math.isfinite(high):
-            raise ValueError(f"lam_init must be (low, high) with 0 < low ≤ high, got {value!r}")
-        return value
-
     @field_validator("target")
     @classmethod
     def _target(cls, value: float | TargetFromRun | None) -> float | TargetFromRun | None:
@@ -287,7 +297,7 @@ def scheduled_run_problems(cfg: ExperimentConfig) -> list[str]:
             problems.append(f"{', '.join(given)} only apply to a scheduled run; set a scheduler")
         return problems
     if cfg.mask is None:
-        problems.append("a scheduler needs a mask (magnitude, random or meta)")
+        problems.append("a scheduler needs a mask (plugin kind mask)")
     if cfg.target is None:
         problems.append("a scheduler needs a target: a fraction in [0, 1) or {from_run: RUN_DIR}")
     if cfg.penalty is not None:
@@ -306,10 +316,6 @@ def scheduled_run_problems(cfg: ExperimentConfig) -> list[str]:
     if cfg.init == "dense" and cfg.init_from is None and cfg.dense_steps is None and cfg.steps < 2:
         problems.append("init: dense without init_from splits steps in two; it needs steps ≥ 2")
     return problems
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be read or is invalid; the message names the culprit."""
 
 
 def describe_validation_error(error: ValidationError, model: type[BaseModel]) -> str:

@@ -47,6 +47,7 @@ class LocalExecutor(Executor):
     """A process pool on this machine."""
 
     name: ClassVar[str] = "local"
+    is_default: ClassVar[bool] = True
 
     class Config(ComponentConfig):
         """Configuration of :class:`LocalExecutor`.

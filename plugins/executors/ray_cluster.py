@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from sparsekit.interfaces import ComponentConfig, Executor, ExecutorUnavailable, TaskOutcome
+from sparsekit.errors import ExecutorUnavailable
+from sparsekit.interfaces import ComponentConfig, Executor, TaskOutcome
 
 
 def _ray() -> Any:

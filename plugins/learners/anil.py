@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparsekit.engine.episodes import Episode
-from sparsekit.engine.meta import (
+from sparsekit.nn import MultiTaskNet
+from sparsekit_plugins.learners._episodes import Episode
+from sparsekit_plugins.learners._meta import (
     Batch,
-    MetaLearner,
     MetaState,
     episode_loss,
     import_learn2learn,
@@ -20,7 +20,7 @@ from sparsekit.engine.meta import (
     regrow_clone,
     set_parameter,
 )
-from sparsekit.models import MultiTaskNet
+from sparsekit_plugins.learners._meta_learner import MetaLearner
 
 
 def head_outputs(

@@ -6,17 +6,17 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from sparsekit.engine.episodes import Episode
-from sparsekit.engine.meta import (
+from sparsekit.nn import MultiTaskNet
+from sparsekit_plugins.learners._episodes import Episode
+from sparsekit_plugins.learners._meta import (
     Batch,
-    MetaLearner,
     MetaState,
     episode_loss,
     import_learn2learn,
     prox_backbone,
     regrow_clone,
 )
-from sparsekit.models import MultiTaskNet
+from sparsekit_plugins.learners._meta_learner import MetaLearner
 
 
 class MAMLLearner(MetaLearner):

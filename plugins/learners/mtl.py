@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import ClassVar
 
 import torch
 
-from sparsekit.engine.optim import ProximalOptimizer
-from sparsekit.engine.sparsity import sparsity
-from sparsekit.engine.training import (
-    Batch,
-    EarlyStopping,
-    autocast,
-    cycle,
-    evaluate,
-    make_loader,
-    task_losses,
-    to_device,
-)
+from sparsekit.config import DEFAULT_COMPONENT
+from sparsekit.data.loading import Batch, cycle, make_loader, to_device
+from sparsekit.engine.loop import Monitor
+from sparsekit.engine.runtime import autocast
+from sparsekit.errors import TrainingDiverged
 from sparsekit.interfaces import (
     ComponentConfig,
     Learner,
@@ -26,7 +20,10 @@ from sparsekit.interfaces import (
     TrainingContext,
     TrainingHistory,
 )
-from sparsekit.models import backbone_conv_weights
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.nn.optim import ProximalOptimizer
+from sparsekit.registry import create
+from sparsekit.tasks import task_losses
 
 
 def warmed_up_lambda(lam: float | torch.Tensor, step: int, warmup: int) -> float | torch.Tensor:
@@ -38,10 +35,6 @@ def warmed_up_lambda(lam: float | torch.Tensor, step: int, warmup: int) -> float
     if warmup <= 0 or step >= warmup:
         return lam
     return lam * (step / warmup)
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 class MTLLearner(Learner):
@@ -59,74 +52,83 @@ class MTLLearner(Learner):
         sparsity", CPAL 2024.
     """
 
-    name = "mtl"
-    supports_schedules = True
-    debiases = True
+    name: ClassVar[str] = "mtl"
+    is_default: ClassVar[bool] = True
+    supports_schedules: ClassVar[bool] = True
+    debiases: ClassVar[bool] = True
     #: Under BatchNorm a conv layer's function does not change with the scale of its weights, so
     #: plain proximal Adam shrinks whole layers towards zero unopposed; the prox in Adam's own
     #: metric is invariant to that scale (docs/penalties.md).
-    default_optimizer = "proxssi"
+    default_optimizer: ClassVar[str | None] = "proxssi"
 
     class Config(ComponentConfig):
         log_every: int = 10
 
     def fit(self, context: TrainingContext) -> TrainingHistory:
-        cfg, model, device = context.config, context.model, context.device
-        pin = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
-        optimizer = ProximalOptimizer(
+        settings, model = context.settings, context.model
+        assert context.lam != "learned"  # the experiment rejects a learned λ for this learner
+        optimizer = create("optimizer", settings.optimizer.name or DEFAULT_COMPONENT).build(
             list(model.parameters()) + list(context.combiner.parameters()),
             list(backbone_conv_weights(model).values()),
             context.penalty,
             context.lam,
-            cfg.optimizer,
+            settings.optimizer,
         )
-        scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
         loader = make_loader(
             context.train,
-            cfg.batch_size,
+            settings.batch_size,
             shuffle=True,
             generator=context.generator,
-            pin_memory=pin,
-            num_workers=cfg.num_workers,
+            pin_memory=settings.pin_memory,
+            num_workers=settings.num_workers,
             drop_last=True,
         )
-        batches = cycle(loader)
-        stopper = EarlyStopping(cfg.patience, [model, context.combiner])
-        history = TrainingHistory()
+        monitor = Monitor(
+            model,
+            context.val,
+            context.tasks,
+            context.combiner,
+            context.device,
+            total=settings.steps,
+            eval_every=settings.eval_every,
+            patience=settings.patience,
+            checkpointed=[model, context.combiner],
+            on_step=context.on_step,
+            log_every=self.config.log_every,
+            non_blocking=settings.pin_memory,
+        )
         model.train()
         pruner = context.pruner
         if pruner is not None:
             pruner.start(optimizer)
         try:
-            step = self._loop(context, optimizer, scaler, batches, stopper, history)
+            self._loop(context, optimizer, cycle(loader), monitor)
         finally:
             if pruner is not None:
                 pruner.stop()
-        if cfg.patience is not None:
-            stopper.restore_best()
-            history.best_step = stopper.best_step
-        else:
-            history.best_step = step
-        return history
+        return monitor.finish()
 
     def _loop(
         self,
         context: TrainingContext,
         optimizer: ProximalOptimizer,
-        scaler: torch.amp.GradScaler,
         batches: Iterator[Batch],
-        stopper: EarlyStopping,
-        history: TrainingHistory,
-    ) -> int:
-        """The training steps; returns the last step taken."""
-        cfg, model, device, pruner = context.config, context.model, context.device, context.pruner
-        pin = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
-        step = 0
-        for step in range(1, cfg.steps + 1):
-            lam = warmed_up_lambda(context.lam, step, cfg.lam_warmup)
+        monitor: Monitor,
+    ) -> None:
+        """The training steps."""
+        settings, model, device, pruner = (
+            context.settings,
+            context.model,
+            context.device,
+            context.pruner,
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=settings.amp and device.type == "cuda")
+        assert context.lam != "learned"
+        for step in range(1, settings.steps + 1):
+            lam = warmed_up_lambda(context.lam, step, settings.lam_warmup)
             optimizer.lam = lam
-            images, targets = to_device(next(batches), device, non_blocking=pin)
-            with autocast(device, cfg.amp):
+            images, targets = to_device(next(batches), device, non_blocking=settings.pin_memory)
+            with autocast(device, settings.amp):
                 outputs = model(images)
                 loss = context.combiner(task_losses(outputs, targets, context.tasks))
             loss_value = float(loss.detach())
@@ -139,31 +141,7 @@ class MTLLearner(Learner):
             if pruner is not None:
                 pruner.after_step(step)
             settled = pruner is None or pruner.settled(step)
-            info = StepInfo(step, cfg.steps, loss_value, float(lam))
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                val_loss, _ = evaluate(
-                    model, context.val, context.tasks, context.combiner, device, non_blocking=pin
-                )
-                stats = sparsity(model)
-                history.profile.append(
-                    {
-                        "step": step,
-                        "train_loss": loss_value,
-                        "val_loss": val_loss,
-                        "lam": float(lam),
-                        "group": stats["group"],
-                        "parameter": stats["parameter"],
-                    }
-                )
-                if settled:
-                    stopper.update(step, val_loss)
-                info.val_loss = val_loss
-                info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
-            elif step % self.config.log_every == 0:
-                stats = sparsity(model)
-                info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
-            context.on_step(info)
-            if stopper.should_stop:
-                history.stopped_early = True
+            if monitor.after_step(
+                StepInfo(step, settings.steps, loss_value, float(lam)), settled=settled
+            ):
                 break
-        return step

@@ -49,6 +49,7 @@ class UncertaintyCombiner(LossCombiner):
     """
 
     name = "uncertainty"
+    is_default = True
 
     class Config(ComponentConfig):
         init_log_var: float = 0.0

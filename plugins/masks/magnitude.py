@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from sparsekit.interfaces import ComponentConfig, MaskCriterion
-from sparsekit.interfaces.mask import Granularity
+from sparsekit.nn.groups import Granularity
 
 
 def group_rms(weight: Tensor) -> Tensor:

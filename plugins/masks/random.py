@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from sparsekit.interfaces import ComponentConfig, MaskCriterion
-from sparsekit.interfaces.mask import Granularity
+from sparsekit.nn.groups import Granularity
 
 
 class RandomMask(MaskCriterion):

@@ -16,10 +16,10 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from sparsekit.interfaces import ComponentConfig, ModelBuilder
-from sparsekit.models.heads import ImageHead, assemble_multitask_net, check_tasks
+from sparsekit.nn.heads import ImageHead, assemble_multitask_net, check_tasks
 
 if TYPE_CHECKING:
-    from sparsekit.models import MultiTaskNet
+    from sparsekit.nn import MultiTaskNet
     from sparsekit.tasks import Task
 
 #: Channels of ResNet-50's layer4 output.

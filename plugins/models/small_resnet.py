@@ -19,10 +19,10 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from sparsekit.interfaces import ComponentConfig, ModelBuilder
-from sparsekit.models.heads import DenseHead, ImageHead, assemble_multitask_net, check_tasks
+from sparsekit.nn.heads import DenseHead, ImageHead, assemble_multitask_net, check_tasks
 
 if TYPE_CHECKING:
-    from sparsekit.models import MultiTaskNet
+    from sparsekit.nn import MultiTaskNet
     from sparsekit.tasks import Task
 
 
@@ -152,12 +152,13 @@ def small_resnet_backbone(
 class SmallResNetBuilder(ModelBuilder):
     """The default multi-task model: a small residual CNN sized for CPU runs on 32×32 images.
 
-    Pixel-level tasks get a :class:`~sparsekit.models.heads.DenseHead` (3×3 conv, BatchNorm, ReLU,
-    1×1 conv); image-level tasks an :class:`~sparsekit.models.heads.ImageHead` (conv, global
+    Pixel-level tasks get a :class:`~sparsekit.nn.heads.DenseHead` (3×3 conv, BatchNorm, ReLU,
+    1×1 conv); image-level tasks an :class:`~sparsekit.nn.heads.ImageHead` (conv, global
     average pooling, two fully connected layers). Both use ``head_channels`` hidden channels.
     """
 
     name: ClassVar[str] = "small_resnet"
+    is_default: ClassVar[bool] = True
 
     class Config(ComponentConfig):
         """Configuration of :class:`SmallResNetBuilder`.

@@ -182,6 +182,7 @@ class GroupLassoPenalty(Penalty):
     """
 
     name: ClassVar[str] = "group_lasso"
+    is_default: ClassVar[bool] = True
     granularity = "channel"
 
     class Config(ComponentConfig):

@@ -23,8 +23,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from sparsekit.engine.masking import zero_channel_groups
 from sparsekit.interfaces import ComponentConfig, RegrowthPolicy
+from sparsekit.nn.groups import zero_channel_groups
 from sparsekit_plugins.regrowth.random import write_groups_, xavier_like
 
 

@@ -17,8 +17,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sparsekit.engine.masking import zero_channel_groups
 from sparsekit.interfaces import ComponentConfig, RegrowthPolicy
+from sparsekit.nn.groups import zero_channel_groups
 
 
 def xavier_like(weight: Tensor, generator: torch.Generator, gain: float = 1.0) -> Tensor:

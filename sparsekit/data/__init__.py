@@ -1,20 +1,11 @@
-"""Data sets: in-memory tensors, procedural scenes, and real data sets read from disk.
+"""Shared data-set code: file data sets and image I/O, in-memory tensors, loaders.
 
-Modules: :mod:`~sparsekit.data.tensor_dataset` (``MultiTaskTensorDataset``),
-:mod:`~sparsekit.data.shapes` (procedural scenes), :mod:`~sparsekit.data.common` (helpers for
-file-based data sets), :mod:`~sparsekit.data.nyuv2` and :mod:`~sparsekit.data.celeba`.
+:mod:`~sparsekit.data.common` (helpers for file-based data sets: layout checks, image and map
+readers, :class:`FileDataset`), :mod:`~sparsekit.data.tensor_dataset` (in-memory tensors) and
+:mod:`~sparsekit.data.loading` (seeded loaders). The data sets themselves are plugins.
 """
 
-from sparsekit.data.celeba import CelebAMaskHQDataset, load_celeba_mask_hq
-from sparsekit.data.common import FileDataset
-from sparsekit.data.nyuv2 import NYUv2Dataset, load_nyuv2
+from sparsekit.data.common import SPLITS, FileDataset
 from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
 
-__all__ = [
-    "CelebAMaskHQDataset",
-    "FileDataset",
-    "MultiTaskTensorDataset",
-    "NYUv2Dataset",
-    "load_celeba_mask_hq",
-    "load_nyuv2",
-]
+__all__ = ["SPLITS", "FileDataset", "MultiTaskTensorDataset"]

@@ -15,9 +15,10 @@ from pydantic import Field
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sparsekit.interfaces.data import SPLITS
-
 #: Per-channel RGB mean and standard deviation (ImageNet's) used to centre the input images.
+#: The three disjoint splits of every data set.
+SPLITS = ("train", "val", "test")
+
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 

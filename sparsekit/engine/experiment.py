@@ -1,56 +1,110 @@
-"""The experiment: resolve components, train, evaluate the final model on the test split."""
+"""The experiment: resolve its components, build the run, train, record the final model.
+
+:class:`Experiment` runs in three steps: :func:`~sparsekit.engine.resolve.resolve` makes every
+component and names every default before any data is loaded; :func:`build` loads the splits and
+builds the model, the loss combiner and, for a scheduled run, the pruner; the learner trains, and
+:func:`record` evaluates the one final model on the validation and test splits and makes the
+:class:`~sparsekit.runs.store.Result`. A fine-tuning or debiasing stage then follows
+(:mod:`sparsekit.engine.finetune`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import logging
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
-from sparsekit.config import (
-    ConfigError,
-    ExperimentConfig,
-    FinetuneConfig,
-    build_config,
-    load_config,
-)
-from sparsekit.engine.components import resolve_component
-from sparsekit.engine.efficiency import run_efficiency
-from sparsekit.engine.finetune import finetune
-from sparsekit.engine.learned_lambda import draw_initial_lambda
-from sparsekit.engine.scheduled import ScheduledRun, prepare_scheduled_run
-from sparsekit.engine.sparsity import layer_channels, sparsity
-from sparsekit.engine.training import evaluate, resolve_device, seed_everything
-from sparsekit.interfaces import StepInfo, TrainingContext
-from sparsekit.reporting.result import Result
-
-logger = logging.getLogger(__name__)
+from sparsekit.config import ExperimentConfig, FinetuneConfig, build_config, load_config
+from sparsekit.engine.finetune import finetune_stage
+from sparsekit.engine.outcome import final_metrics, layer_rows, timings
+from sparsekit.engine.resolve import Resolved, resolve, train_settings
+from sparsekit.engine.runtime import resolve_device, seed_everything
+from sparsekit.engine.scheduled import ScheduledRun, fit_scheduled, prepare_scheduled_run
+from sparsekit.errors import ConfigError
+from sparsekit.interfaces import StepInfo, TrainingContext, TrainingHistory
+from sparsekit.nn.efficiency import efficiency_record
+from sparsekit.nn.sparsity import layer_channels, sparsity
+from sparsekit.runs.store import PRETRAIN_DIR, Result, write_config, write_error
 
 
-def initial_lambda(cfg: ExperimentConfig, learner: Any, generator: torch.Generator) -> float:
-    """The λ handed to the learner: the configured number, or λ₀ ~ U(lam_init) when learned.
+@dataclass
+class Built:
+    """A run ready to train: its context, test split and, when scheduled, its pruner."""
+
+    context: TrainingContext
+    test: Any
+    scheduled: ScheduledRun | None
+    channels_before: list[Any]
+
+
+def build(resolved: Resolved, on_step: Callable[[StepInfo], None]) -> Built:
+    """Seed, load the splits, build model and loss combiner, and the pruner of a scheduled run.
 
     Raises:
-        ConfigError: ``lam="learned"`` with a learner that cannot learn λ (its class does not set
-            ``learns_lambda = True``, e.g. ``mtl``) or without a penalty.
+        ConfigError: mixed precision without CUDA, or an inconsistent scheduled run.
     """
-    if cfg.lam != "learned":
-        return float(cfg.lam)
-    if not getattr(learner, "learns_lambda", False):
-        raise ConfigError(
-            f"lam='learned' needs a learner that meta-learns λ (maml, fomaml or anil); learner "
-            f"{learner.name!r} trains with a fixed λ, so give lam a number"
-        )
-    if cfg.penalty is None:
-        raise ConfigError("lam='learned' needs a penalty whose λ can be learned")
-    return draw_initial_lambda(cfg.lam_init, generator)
+    cfg = resolved.config
+    generator = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    if cfg.amp and device.type != "cuda":
+        raise ConfigError("amp (mixed precision) needs a CUDA device; set amp: false")
+    tasks = resolved.provider.select_tasks(cfg.tasks)
+    names = [t.name for t in tasks]
+    splits = {split: resolved.provider.load(split, names) for split in ("train", "val", "test")}
+    model = resolved.builder.build(tasks, resolved.provider.in_channels).to(device)
+    combiner = resolved.combiner.build(names).to(device)
+    scheduled = (
+        prepare_scheduled_run(cfg, resolved.learner, model, combiner)
+        if cfg.scheduler is not None
+        else None
+    )
+    pin = device.type == "cuda" if cfg.pin_memory == "auto" else bool(cfg.pin_memory)
+    context = TrainingContext(
+        model=model,
+        tasks=tasks,
+        train=splits["train"],
+        val=splits["val"],
+        penalty=resolved.penalty,
+        lam=cfg.lam,
+        combiner=combiner,
+        settings=train_settings(cfg, pin),
+        device=device,
+        generator=generator,
+        on_step=on_step,
+    )
+    return Built(context, splits["test"], scheduled, layer_channels(model))
+
+
+def record(
+    resolved: Resolved, built: Built, history: TrainingHistory, clock: dict[str, float]
+) -> Result:
+    """The result of the final model: validation and test metrics, sparsity, efficiency."""
+    context = built.context
+    model, combiner = context.model, context.combiner
+    outcome = final_metrics(model, context.tasks, combiner, context.val, built.test, context.device)
+    finished = time.perf_counter()
+    return Result(
+        config=resolved.config.to_dict(),
+        tasks=[t.name for t in context.tasks],
+        metrics=outcome.metrics,
+        val_metrics=outcome.val_metrics,
+        metric_directions={t.name: dict(t.metrics) for t in context.tasks},
+        sparsity=sparsity(model),
+        layers=layer_rows(built.channels_before, model),
+        profile=history.profile,
+        lam_history=history.lam_history,
+        best_step=history.best_step,
+        stopped_early=history.stopped_early,
+        timings=timings(clock["started"], clock["ready"], clock["trained"], finished),
+        extra=history.extra,
+        efficiency=efficiency_record(model, built.test),
+        model=model,
+        combiner=combiner,
+    )
 
 
 def whole_run(debiased: Result, pretrained: Result, steps: int) -> None:
@@ -80,8 +134,23 @@ def whole_run(debiased: Result, pretrained: Result, steps: int) -> None:
     debiased.extra["debias"] = {"steps_before": steps, "pretrain_best_step": pretrained.best_step}
 
 
-#: Sub-directory of a run directory holding the pre-trained result of a two-stage experiment.
-PRETRAIN_DIR = "pretrain"
+def debias_stage(resolved: Resolved) -> FinetuneConfig | None:
+    """The masked fine-tuning (debiasing) stage of a penalised run, or None.
+
+    It follows a run of a learner that declares ``debiases`` with a penalty and no scheduler:
+    the penalty is switched off, every zero weight is held at zero and the whole network is
+    trained for ``debias_steps`` (default ``steps // 3``) with the run's optimiser settings, so
+    the weights the penalty shrank recover their scale while the sparsity pattern stays exactly
+    as found. λ = 0 runs get the same stage, so a dense baseline trains for the same total number
+    of steps.
+    """
+    cfg = resolved.config
+    if not resolved.learner.debiases or cfg.penalty is None or cfg.scheduler is not None:
+        return None
+    steps = cfg.debias_steps if cfg.debias_steps is not None else cfg.steps // 3
+    if steps == 0:
+        return None
+    return FinetuneConfig(steps=steps, mode="all", optimizer=cfg.optimizer)
 
 
 class Experiment:
@@ -109,206 +178,81 @@ class Experiment:
         """An experiment from a YAML file of :class:`ExperimentConfig` fields."""
         return cls(load_config(path, overrides))
 
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps the run will take: training plus the fine-tuning or debiasing stage."""
+        resolved = resolve(self.config)
+        stage = self.config.finetune or debias_stage(resolved)
+        return self.config.steps + (stage.steps if stage is not None else 0)
+
     def run(self, on_step: Callable[[StepInfo], None] | None = None) -> Result:
         """Train, evaluate on the test split, and (with ``run_dir``) write the run directory.
 
         If anything fails, the run directory keeps the resolved config and an ``error.txt``.
         """
-        cfg = self.config
+        report = on_step or (lambda info: None)
+        resolved = resolve(self.config)
+        cfg = resolved.config
         run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else None
         if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_config(run_dir, cfg.to_dict())
         try:
-            result = self._run(on_step or (lambda info: None))
-            if cfg.finetune is not None:
-                result = self._finetune(
-                    result, cfg.finetune, run_dir, on_step or (lambda info: None)
-                )
-            elif (debias := self._debias_stage()) is not None:
+            result = train(resolved, report)
+            stage = cfg.finetune or debias_stage(resolved)
+            if stage is not None:
                 pretrained = result
-                result = self._finetune(result, debias, run_dir, on_step or (lambda info: None))
-                whole_run(result, pretrained, cfg.steps)
+                result = second_stage(resolved, result, stage, run_dir, report)
+                if cfg.finetune is None:
+                    whole_run(result, pretrained, cfg.steps)
         except BaseException:
             if run_dir is not None:
-                (run_dir / "error.txt").write_text(traceback.format_exc())
+                write_error(run_dir, traceback.format_exc())
             raise
         if run_dir is not None:
             result.save(run_dir)
         return result
 
-    @property
-    def total_steps(self) -> int:
-        """Optimiser steps the run will take: training plus the fine-tuning or debiasing stage."""
-        cfg = self.config
-        stage = cfg.finetune if cfg.finetune is not None else self._debias_stage()
-        return cfg.steps + (stage.steps if stage is not None else 0)
 
-    def _debias_stage(self) -> FinetuneConfig | None:
-        """The masked fine-tuning (debiasing) stage of a penalised run, or None.
+def train(resolved: Resolved, on_step: Callable[[StepInfo], None]) -> Result:
+    """Build the run, let the learner train it, and record the final model."""
+    clock = {"started": time.perf_counter()}
+    built = build(resolved, on_step)
+    clock["ready"] = time.perf_counter()
+    if built.scheduled is None:
+        history = resolved.learner.fit(built.context)
+    else:
+        history = fit_scheduled(resolved.learner, built.context, built.scheduled)
+    clock["trained"] = time.perf_counter()
+    return record(resolved, built, history, clock)
 
-        It follows a run of a learner that declares ``debiases`` (``mtl``) with a penalty and no
-        scheduler: the penalty is switched off, every zero weight is held at zero and the whole
-        network is trained for ``debias_steps`` (default ``steps // 3``) with the run's
-        optimiser settings, so the weights the penalty shrank recover their scale while the
-        sparsity pattern stays exactly as found. λ = 0 runs get the same stage, so a dense
-        baseline trains for the same total number of steps.
-        """
-        cfg = self.config
-        if not self._learner.debiases or cfg.penalty is None or cfg.scheduler is not None:
-            return None
-        steps = cfg.debias_steps if cfg.debias_steps is not None else cfg.steps // 3
-        if steps == 0:
-            return None
-        return FinetuneConfig(steps=steps, mode="all", optimizer=self._resolved_optimizer())
 
-    def _resolved_optimizer(self) -> Any:
-        """``config.optimizer`` with an unset kind replaced by the learner's default."""
-        cfg = self.config
-        if cfg.optimizer.name is not None:
-            return cfg.optimizer
-        return cfg.optimizer.model_copy(update={"name": self._learner.default_optimizer})
+def second_stage(
+    resolved: Resolved,
+    pretrained: Result,
+    stage: FinetuneConfig,
+    run_dir: Path | None,
+    on_step: Callable[[StepInfo], None],
+) -> Result:
+    """The configured fine-tuning or debiasing stage; the pre-trained result goes to
+    ``run_dir/pretrain``.
 
-    @functools.cached_property
-    def _learner(self) -> Any:
-        """The configured learner, resolved once for its declared capabilities."""
-        return resolve_component("learner", self.config.learner)
+    The returned (fine-tuned) result carries the whole two-stage config; the pre-trained one
+    carries the config without its ``finetune`` stage, so each reproduces itself.
+    """
+    cfg = resolved.config
+    pretrain_dir = run_dir / PRETRAIN_DIR if run_dir is not None else None
+    pretrained.config = {
+        **pretrained.config,
+        "finetune": None,
+        "run_dir": str(pretrain_dir) if pretrain_dir is not None else None,
+    }
+    if pretrain_dir is not None:
+        pretrained.save(pretrain_dir)
+    total = cfg.steps + stage.steps
 
-    def _finetune(
-        self,
-        pretrained: Result,
-        stage: FinetuneConfig,
-        run_dir: Path | None,
-        on_step: Callable[[StepInfo], None],
-    ) -> Result:
-        """The configured fine-tuning stage; the pre-trained result goes to ``run_dir/pretrain``.
+    def after_pretraining(info: StepInfo) -> None:
+        on_step(dataclasses.replace(info, step=cfg.steps + info.step, total=total))
 
-        The returned (fine-tuned) result carries the whole two-stage config; the pre-trained
-        one carries the config without its ``finetune`` stage, so each reproduces itself.
-        """
-        cfg = self.config
-        pretrain_dir = run_dir / PRETRAIN_DIR if run_dir is not None else None
-        pretrained.config = {
-            **pretrained.config,
-            "finetune": None,
-            "run_dir": str(pretrain_dir) if pretrain_dir is not None else None,
-        }
-        if pretrain_dir is not None:
-            pretrained.save(pretrain_dir)
-        total = cfg.steps + stage.steps
-
-        def after_pretraining(info: StepInfo) -> None:
-            on_step(dataclasses.replace(info, step=cfg.steps + info.step, total=total))
-
-        result = finetune(pretrained, stage, on_step=after_pretraining)
-        result.config = cfg.model_copy(update={"optimizer": self._resolved_optimizer()}).to_dict()
-        return result
-
-    @staticmethod
-    def _fit_scheduled(learner: Any, context: TrainingContext, run: ScheduledRun) -> Any:
-        """A dense phase (``init: dense`` without ``init_from``), then the scheduled training."""
-        cfg, dense = context.config, None
-
-        def phase(steps: int, offset: int, pruner: Any) -> TrainingContext:
-            def report(info: StepInfo) -> None:
-                context.on_step(dataclasses.replace(info, step=offset + info.step, total=cfg.steps))
-
-            return dataclasses.replace(
-                context,
-                config=cfg.model_copy(update={"steps": steps}),
-                pruner=pruner,
-                on_step=report,
-            )
-
-        if run.dense_steps:
-            dense = learner.fit(phase(run.dense_steps, 0, None))
-        history = learner.fit(phase(run.scheduled_steps, run.dense_steps, run.pruner))
-        history.extra["schedule"] = run.describe()
-        if dense is not None:
-            history.extra["dense_phase"] = {
-                "profile": dense.profile,
-                "best_step": dense.best_step,
-            }
-        return history
-
-    def _run(self, on_step: Callable[[StepInfo], None]) -> Result:
-        cfg = self.config
-        started = time.perf_counter()
-        generator = seed_everything(cfg.seed)
-        device = resolve_device(cfg.device)
-        if cfg.amp and device.type != "cuda":
-            raise ConfigError("amp (mixed precision) needs a CUDA device; set amp: false")
-        # Every component is resolved before any data is loaded, so a bad name fails at once.
-        learner = self._learner
-        cfg = cfg.model_copy(update={"optimizer": self._resolved_optimizer()})
-        lam = initial_lambda(cfg, learner, generator)
-        provider = resolve_component("dataset", cfg.dataset)
-        builder = resolve_component("model", cfg.model)
-        combiner_factory = resolve_component("loss_combiner", cfg.loss_combiner)
-        penalty = resolve_component("penalty", cfg.penalty) if cfg.penalty is not None else None
-        tasks = provider.select_tasks(cfg.tasks)
-        names = [t.name for t in tasks]
-        splits = {split: provider.load(split, names) for split in ("train", "val", "test")}
-        model = builder.build(tasks, provider.in_channels).to(device)
-        combiner = combiner_factory.build(names).to(device)
-        scheduled = (
-            prepare_scheduled_run(cfg, learner, model, combiner)
-            if cfg.scheduler is not None
-            else None
-        )
-        channels_before = layer_channels(model)
-        context = TrainingContext(
-            model=model,
-            tasks=tasks,
-            train=splits["train"],
-            val=splits["val"],
-            penalty=penalty,
-            lam=lam,
-            combiner=combiner,
-            config=cfg,
-            device=device,
-            generator=generator,
-            on_step=on_step,
-        )
-        data_ready = time.perf_counter()
-        if scheduled is None:
-            history = learner.fit(context)
-        else:
-            history = self._fit_scheduled(learner, context, scheduled)
-        trained = time.perf_counter()
-        _, val_metrics = evaluate(model, splits["val"], tasks, combiner, device)
-        _, metrics = evaluate(model, splits["test"], tasks, combiner, device)
-        finished = time.perf_counter()
-        efficiency = run_efficiency(model, splits["test"])
-        after = {row.name: row for row in layer_channels(model)}
-        return Result(
-            config=cfg.to_dict(),
-            tasks=names,
-            metrics=metrics,
-            val_metrics=val_metrics,
-            metric_directions={t.name: dict(t.metrics) for t in tasks},
-            sparsity=sparsity(model),
-            layers=[
-                {
-                    "name": row.name,
-                    "total": row.total,
-                    "active_before": row.active,
-                    "active_after": after[row.name].active,
-                }
-                for row in channels_before
-            ],
-            profile=history.profile,
-            lam_history=history.lam_history,
-            best_step=history.best_step,
-            stopped_early=history.stopped_early,
-            timings={
-                "setup_s": data_ready - started,
-                "train_s": trained - data_ready,
-                "test_s": finished - trained,
-                "total_s": finished - started,
-            },
-            extra=history.extra,
-            efficiency=efficiency,
-            model=model,
-            combiner=combiner,
-        )
+    result = finetune_stage(pretrained, stage, on_step=after_pretraining)
+    result.config = cfg.to_dict()
+    return result

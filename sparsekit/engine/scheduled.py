@@ -13,18 +13,19 @@ See docs/baselines.md.
 
 from __future__ import annotations
 
-import json
-import math
+import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from sparsekit.config import ConfigError, ExperimentConfig, TargetFromRun
-from sparsekit.engine.components import resolve_component
+from sparsekit.config import ExperimentConfig, TargetFromRun
 from sparsekit.engine.pruning import Pruner
-from sparsekit.models import MultiTaskNet
+from sparsekit.errors import ConfigError
+from sparsekit.interfaces import Learner, StepInfo, TrainingContext, TrainingHistory
+from sparsekit.nn import MultiTaskNet
+from sparsekit.registry import create
+from sparsekit.runs.store import load_dense_weights, read_parameter_sparsity
 
 #: Offset of the pruning generator's seed from the run's seed, so that drawing random masks or
 #: regrowth does not shift the data order drawn from the run's own generator.
@@ -35,45 +36,11 @@ def resolve_target(target: float | TargetFromRun) -> float:
     """The target fraction: the number itself, or the parameter sparsity a run's result reached.
 
     Raises:
-        ConfigError: the run directory holds no readable ``result.json`` with a parameter
-            sparsity in ``[0, 1)``.
+        ConfigError: the run directory holds no readable parameter sparsity in ``[0, 1)``.
     """
-    if not isinstance(target, TargetFromRun):
-        return float(target)
-    path = Path(target.from_run) / "result.json"
-    try:
-        value = json.loads(path.read_text())["sparsity"]["parameter"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"target from_run: cannot read the parameter sparsity from {str(path)!r} ({exc})"
-        ) from None
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value < 1.0):
-        raise ConfigError(f"target from_run: {str(path)!r} holds parameter sparsity {value!r}")
-    return float(value)
-
-
-def load_dense_weights(model: MultiTaskNet, combiner: torch.nn.Module, run_dir: Path) -> None:
-    """Copy the weights of the dense model saved in ``run_dir`` into ``model`` (and ``combiner``).
-
-    Raises:
-        ConfigError: no checkpoint, or one of another architecture or task set.
-    """
-    path = Path(run_dir) / "model.pt"
-    if not path.is_file():
-        raise ConfigError(f"init_from: {str(run_dir)!r} holds no trained model (missing model.pt)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise ConfigError(
-            f"init_from: the model in {str(run_dir)!r} does not fit this experiment's model and "
-            f"tasks ({str(exc).splitlines()[0]})"
-        ) from None
-    if "combiner" in state:
-        try:
-            combiner.load_state_dict(state["combiner"])
-        except RuntimeError:
-            pass  # a combiner of another kind starts fresh; the network is what init means
+    if isinstance(target, TargetFromRun):
+        return read_parameter_sparsity(target.from_run)
+    return float(target)
 
 
 @dataclass
@@ -113,7 +80,7 @@ def dense_phase_steps(cfg: ExperimentConfig) -> int:
 
 
 def prepare_scheduled_run(
-    cfg: ExperimentConfig, learner: Any, model: MultiTaskNet, combiner: torch.nn.Module
+    cfg: ExperimentConfig, learner: Learner, model: MultiTaskNet, combiner: torch.nn.Module
 ) -> ScheduledRun:
     """Resolve scheduler, mask, target and initial weights of a scheduled run.
 
@@ -125,13 +92,13 @@ def prepare_scheduled_run(
         ConfigError: a learner that cannot drive a schedule, drop-and-grow at element
             granularity, or an unreadable target or dense run.
     """
-    if not getattr(learner, "supports_schedules", False):
+    if not learner.supports_schedules:
         raise ConfigError(
-            f"a scheduled run needs a learner that drives a sparsity schedule (mtl); learner "
-            f"{learner.name!r} does not"
+            f"a scheduled run needs a learner that drives a sparsity schedule (one declaring "
+            f"supports_schedules); learner {learner.name!r} does not"
         )
-    scheduler = resolve_component("scheduler", cfg.scheduler)
-    criterion = resolve_component("mask", cfg.mask)
+    scheduler = create("scheduler", cfg.scheduler)
+    criterion = create("mask", cfg.mask)
     assert cfg.target is not None
     target = resolve_target(cfg.target)
     regrowth_spec = scheduler.regrowth()
@@ -142,7 +109,7 @@ def prepare_scheduled_run(
                 f"scheduler {scheduler.name!r} regrows channel groups; it needs granularity: "
                 f"channel, got {cfg.granularity!r}"
             )
-        regrowth = resolve_component("regrowth", regrowth_spec)
+        regrowth = create("regrowth", regrowth_spec)
     if cfg.init_from is not None:
         load_dense_weights(model, combiner, cfg.init_from)
     dense_steps = dense_phase_steps(cfg)
@@ -157,3 +124,28 @@ def prepare_scheduled_run(
         regrowth,
     )
     return ScheduledRun(pruner, target, dense_steps, scheduled_steps)
+
+
+def fit_scheduled(learner: Learner, context: TrainingContext, run: ScheduledRun) -> TrainingHistory:
+    """A dense phase (``init: dense`` without ``init_from``), then the scheduled training."""
+    settings, dense = context.settings, None
+    total = run.dense_steps + run.scheduled_steps
+
+    def phase(steps: int, offset: int, pruner: Pruner | None) -> TrainingContext:
+        def report(info: StepInfo) -> None:
+            context.on_step(dataclasses.replace(info, step=offset + info.step, total=total))
+
+        return dataclasses.replace(
+            context,
+            settings=dataclasses.replace(settings, steps=steps),
+            pruner=pruner,
+            on_step=report,
+        )
+
+    if run.dense_steps:
+        dense = learner.fit(phase(run.dense_steps, 0, None))
+    history = learner.fit(phase(run.scheduled_steps, run.dense_steps, run.pruner))
+    history.extra["schedule"] = run.describe()
+    if dense is not None:
+        history.extra["dense_phase"] = {"profile": dense.profile, "best_step": dense.best_step}
+    return history

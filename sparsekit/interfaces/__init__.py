@@ -1,32 +1,43 @@
-"""One small abstract base per plugin kind."""
+"""One small abstract base per plugin kind; each base's docstring is its kind's contract."""
 
 from sparsekit.interfaces.base import Component, ComponentConfig
 from sparsekit.interfaces.data import DatasetProvider
-from sparsekit.interfaces.executor import Executor, ExecutorUnavailable, TaskOutcome
-from sparsekit.interfaces.learner import Learner, StepInfo, TrainingContext, TrainingHistory
-from sparsekit.interfaces.loss_combiner import LossCombiner
+from sparsekit.interfaces.executor import Executor, TaskOutcome
+from sparsekit.interfaces.learner import (
+    Learner,
+    Pruner,
+    StepInfo,
+    TrainingContext,
+    TrainingHistory,
+    TrainSettings,
+)
+from sparsekit.interfaces.loss_combiner import CombinerModule, LossCombiner
 from sparsekit.interfaces.mask import MaskCriterion
 from sparsekit.interfaces.model import ModelBuilder
+from sparsekit.interfaces.optimizer import OptimizerKind
 from sparsekit.interfaces.penalty import Penalty
 from sparsekit.interfaces.regrowth import RegrowthPolicy
 from sparsekit.interfaces.scheduler import SparsitySchedule, SparsityScheduler
 
 __all__ = [
+    "CombinerModule",
     "Component",
     "ComponentConfig",
     "DatasetProvider",
     "Executor",
-    "ExecutorUnavailable",
     "Learner",
     "LossCombiner",
     "MaskCriterion",
     "ModelBuilder",
+    "OptimizerKind",
     "Penalty",
+    "Pruner",
     "RegrowthPolicy",
     "SparsitySchedule",
     "SparsityScheduler",
     "StepInfo",
     "TaskOutcome",
+    "TrainSettings",
     "TrainingContext",
     "TrainingHistory",
 ]

@@ -19,11 +19,16 @@ class Component:
 
     Subclasses set ``name`` (the registry name) and ``Config`` (a :class:`ComponentConfig`
     subclass). Instances are built from a validated config, ``Cls(Config(...))``, or from
-    keyword parameters, ``Cls(**params)``.
+    keyword parameters, ``Cls(**params)``. A component that sets ``is_default = True`` is what
+    the name ``"default"`` (and every unset component field) means for its kind; exactly one
+    component of a kind may declare it. ``aliases`` are further names the registry accepts for
+    the component (kept when a component is renamed).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    is_default: ClassVar[bool] = False
+    aliases: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ComponentConfig | None = None, **params: Any) -> None:
         if config is not None and params:

@@ -8,17 +8,23 @@ from typing import TYPE_CHECKING
 
 from torch.utils.data import Dataset
 
-from sparsekit.config import ConfigError
+from sparsekit.errors import ConfigError
 from sparsekit.interfaces.base import Component
 
 if TYPE_CHECKING:
     from sparsekit.tasks import Task
 
-SPLITS = ("train", "val", "test")
-
 
 class DatasetProvider(Component):
-    """Provides disjoint train/val/test splits of ``(image, {task: target})`` pairs."""
+    """Provides disjoint train/val/test splits of ``(image, {task: target})`` pairs.
+
+    ``tasks()`` lists the :class:`sparsekit.tasks.Task` objects the data set provides;
+    ``load(split, tasks)`` returns a ``torch.utils.data.Dataset`` of ``(image, {task: target})``
+    pairs for ``train``, ``val`` or ``test``, with targets for the named tasks only. The three
+    splits are disjoint.
+
+    Kind ``dataset`` (hook ``sparsekit_register_datasets``).
+    """
 
     #: Channels of the input images.
     in_channels: int = 3

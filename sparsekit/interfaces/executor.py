@@ -9,6 +9,8 @@ from typing import Any
 
 from sparsekit.interfaces.base import Component
 
+__all__ = ["Executor", "TaskOutcome"]
+
 
 @dataclass(frozen=True)
 class TaskOutcome:
@@ -31,16 +33,14 @@ class TaskOutcome:
         return self.error is None
 
 
-class ExecutorUnavailable(ImportError):
-    """An executor's optional dependency is not installed; the message says how to install it."""
-
-
 class Executor(Component):
     """Runs a batch of independent calls, in parallel where it can, and reports each one.
 
     The sweep hands an executor one batch at a time; the calls of a batch do not depend on each
     other. Outcomes are reported in the calling process, so the caller alone writes results
     even when the calls ran on other machines.
+
+    Kind ``executor`` (hook ``sparsekit_register_executors``).
     """
 
     @abstractmethod

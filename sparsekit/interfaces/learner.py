@@ -5,18 +5,18 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from sparsekit.config import OptimizerConfig
 from sparsekit.interfaces.base import Component
 
 if TYPE_CHECKING:
-    from sparsekit.config import ExperimentConfig
     from sparsekit.interfaces.penalty import Penalty
-    from sparsekit.models import MultiTaskNet
+    from sparsekit.nn import MultiTaskNet
     from sparsekit.tasks import Task
 
 
@@ -33,6 +33,49 @@ class StepInfo:
     val_loss: float | None = None
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How long and how a learner trains: the run settings it reads, and nothing else.
+
+    Attributes:
+        steps: optimiser steps (meta-steps for meta-learners).
+        batch_size: examples per batch.
+        eval_every: steps between validation evaluations (the last step is always evaluated).
+        patience: evaluations without validation improvement before stopping; None never stops.
+        optimizer: the optimiser kind (already resolved, never None) and its settings.
+        amp: float16 autocast on CUDA.
+        pin_memory: pinned host memory and asynchronous copies to the device.
+        num_workers: data-loading worker processes.
+        lam_warmup: steps over which a fixed λ ramps linearly from 0 (0: none).
+    """
+
+    steps: int
+    batch_size: int
+    eval_every: int
+    patience: int | None
+    optimizer: OptimizerConfig
+    amp: bool = False
+    pin_memory: bool = False
+    num_workers: int = 0
+    lam_warmup: int = 0
+
+
+class Pruner(Protocol):
+    """What a learner drives in a scheduled run (:class:`sparsekit.engine.pruning.Pruner`)."""
+
+    def start(self, optimizer: Any) -> None:
+        """Hook into the optimiser before the first step."""
+
+    def after_step(self, step: int) -> None:
+        """Update the masks if ``step`` is an update step; called after every optimiser step."""
+
+    def settled(self, step: int) -> bool:
+        """Whether the sparsity is final from ``step`` on (checkpoints fit for early stopping)."""
+
+    def stop(self) -> None:
+        """Detach from the optimiser; the masked weights stay zero."""
+
+
 @dataclass
 class TrainingContext:
     """Everything a learner needs; built by :class:`sparsekit.Experiment`.
@@ -43,16 +86,14 @@ class TrainingContext:
         train: the training split (the only data a learner may fit on).
         val: the validation split (early stopping and model selection only).
         penalty: the sparsity penalty on the backbone conv weights, or None.
-        lam: the penalty strength λ.
+        lam: the penalty strength λ, or ``"learned"`` for a learner that learns it.
         combiner: the loss-combiner module (its parameters are trained with the model).
-        config: the experiment configuration (steps, batch size, optimiser, device, ...).
+        settings: the run settings.
         device: the resolved device.
-        generator: the seeded random generator for data order.
+        generator: the seeded random generator for data order (and a learned λ's λ₀).
         on_step: called with a :class:`StepInfo` after every step.
-        pruner: for a scheduled run, the :class:`sparsekit.engine.pruning.Pruner` the learner
-            drives (``start(optimizer)`` before the first step, ``after_step(step)`` after every
-            optimiser step, ``stop()`` at the end); only learners whose class sets
-            ``supports_schedules = True`` are given one.
+        pruner: for a scheduled run, the pruner the learner drives; only learners whose class
+            sets ``supports_schedules = True`` are given one.
     """
 
     model: MultiTaskNet
@@ -60,13 +101,13 @@ class TrainingContext:
     train: Dataset
     val: Dataset
     penalty: Penalty | None
-    lam: float
+    lam: float | Literal["learned"]
     combiner: nn.Module
-    config: ExperimentConfig
+    settings: TrainSettings
     device: torch.device
     generator: torch.Generator
     on_step: Callable[[StepInfo], None] = lambda info: None
-    pruner: Any = None
+    pruner: Pruner | None = None
 
 
 @dataclass
@@ -79,7 +120,7 @@ class TrainingHistory:
         best_step: the step whose weights were kept (lowest validation loss).
         stopped_early: whether patience ran out before the step budget.
         lam_history: λ after every (meta-)step, for learners that learn it: a float, or one
-            value per backbone conv layer with ``lam_per_layer``.
+            value per backbone conv layer.
         extra: learner-specific records (e.g. meta-train and query losses).
     """
 
@@ -93,22 +134,26 @@ class TrainingHistory:
 class Learner(Component):
     """Trains ``context.model`` in place and returns its history.
 
-    A learner fits on ``context.train`` only, may use ``context.val`` for early stopping, and leaves
-    in ``context.model`` the one final model that is evaluated on the test split.
+    ``fit(context)`` fits on ``context.train`` only, may use ``context.val`` for early stopping,
+    and leaves in ``context.model`` the one final model that is evaluated on the test split.
 
     Capabilities, declared on the class:
 
-    - ``learns_lambda``: the learner can meta-learn λ (``lam="learned"``).
+    - ``learns_lambda``: the learner can meta-learn λ (``lam="learned"``; it then receives
+      ``context.lam == "learned"``).
     - ``supports_schedules``: the learner drives a scheduled run's pruner.
     - ``debiases``: a run of this learner with a penalty is followed by the masked fine-tuning
       (debiasing) stage of ``ExperimentConfig.debias_steps``.
-    - ``default_optimizer``: the optimiser kind used when ``optimizer.name`` is left unset.
+    - ``default_optimizer``: the optimiser kind used when ``optimizer.name`` is left unset; None
+      takes the registry's default optimiser.
+
+    Kind ``learner`` (hook ``sparsekit_register_learners``).
     """
 
     learns_lambda: ClassVar[bool] = False
     supports_schedules: ClassVar[bool] = False
     debiases: ClassVar[bool] = False
-    default_optimizer: ClassVar[str] = "adam_prox"
+    default_optimizer: ClassVar[str | None] = None
 
     @abstractmethod
     def fit(self, context: TrainingContext) -> TrainingHistory:

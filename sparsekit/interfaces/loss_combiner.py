@@ -1,23 +1,38 @@
-"""Combining per-task losses into one multi-task objective."""
+"""Loss combiners: how the per-task losses become one multi-task objective."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 from sparsekit.interfaces.base import Component
 
 
-class LossCombiner(Component):
-    """Builds the module that turns ``{task: loss}`` into one scalar."""
+class CombinerModule(nn.Module):
+    """The module a :class:`LossCombiner` builds; its parameters are trained with the model."""
 
     @abstractmethod
-    def build(self, task_names: Sequence[str]) -> nn.Module:
-        """A module whose ``forward(losses)`` accepts the losses of any subset of ``task_names``.
+    def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """One scalar from the losses of any subset of the tasks it was built for."""
 
-        The module also implements ``add_task(name)``, which starts combining a task added after
-        training (fine-tuning on an unseen task); a module with learned weights gives the new
-        task its initial weight.
+    @abstractmethod
+    def add_task(self, name: str) -> None:
+        """Start combining a task added after training (fine-tuning on an unseen task).
+
+        A module with learned weights gives the new task its initial weight; one without
+        weights only extends its task list.
         """
+
+
+class LossCombiner(Component):
+    """Builds the :class:`CombinerModule` that turns ``{task: loss}`` into one scalar.
+
+    Kind ``loss_combiner`` (hook ``sparsekit_register_loss_combiners``).
+    """
+
+    @abstractmethod
+    def build(self, task_names: Sequence[str]) -> CombinerModule:
+        """A module whose ``forward(losses)`` accepts the losses of any subset of
+        ``task_names``."""

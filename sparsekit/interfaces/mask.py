@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from sparsekit.interfaces.base import Component
-
-Granularity = Literal["channel", "element"]
+from sparsekit.nn.groups import Granularity, select_keep
 
 
 class MaskCriterion(Component):
@@ -22,6 +20,8 @@ class MaskCriterion(Component):
     :meth:`keep_mask` (shared by every criterion) turns scores into a mask that zeroes exactly the
     target number of parameters, to one group at channel granularity and exactly at element
     granularity.
+
+    Kind ``mask`` (hook ``sparsekit_register_masks``).
     """
 
     @abstractmethod
@@ -61,7 +61,5 @@ class MaskCriterion(Component):
         Returns:
             A bool keep mask per weight: ``False`` entries are zeroed.
         """
-        from sparsekit.engine.pruning import select_keep
-
         ranked = self.scores(weights, granularity, generator)
         return select_keep(weights, ranked, target, granularity, frozen, protected)

@@ -11,12 +11,19 @@ from torch import nn
 from sparsekit.interfaces.base import Component
 
 if TYPE_CHECKING:
-    from sparsekit.models import MultiTaskNet
+    from sparsekit.nn import MultiTaskNet
     from sparsekit.tasks import Task
 
 
 class ModelBuilder(Component):
-    """Builds a hard-parameter-sharing multi-task network for a list of tasks."""
+    """Builds a hard-parameter-sharing multi-task network for a list of tasks.
+
+    ``build(tasks, in_channels)`` returns a :class:`sparsekit.nn.MultiTaskNet`: one shared
+    ``backbone`` and one head per task, randomly initialised. Sparsity acts on the backbone's
+    conv weights only.
+
+    Kind ``model`` (hook ``sparsekit_register_models``).
+    """
 
     @abstractmethod
     def build(self, tasks: Sequence[Task], in_channels: int) -> MultiTaskNet:

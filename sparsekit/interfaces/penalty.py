@@ -15,6 +15,12 @@ class Penalty(Component):
 
     All methods act on one weight tensor (a 4-D conv weight ``[C_out, C_in, k_h, k_w]``) and are
     vectorised over the whole tensor. ``lam`` may be a float or a 0-d tensor (a learned λ).
+    ``value(weight)`` is R without λ; ``prox(weight, step, lam, precond=None)`` its proximal
+    operator, out of place and differentiable in ``weight`` and ``lam`` wherever the result is
+    non-zero, optionally in a diagonal metric ``precond``; ``prox_`` the in-place form training
+    uses; ``active_mask(weight)`` which groups are non-zero.
+
+    Kind ``penalty`` (hook ``sparsekit_register_penalties``).
     """
 
     #: Whether ``active_mask`` is per input channel (``"channel"``) or per element (``"element"``).

@@ -15,6 +15,10 @@ class RegrowthPolicy(Component):
     """Chooses zeroed input-channel groups of backbone conv weights to re-initialise.
 
     Only groups that are entirely zero may change; every other weight is left untouched.
+    ``regrow(weights, grads, generator)`` re-initialises some of them in place and returns, per
+    weight, the mask of groups regrown.
+
+    Kind ``regrowth`` (hook ``sparsekit_register_regrowth_policies``).
     """
 
     @property

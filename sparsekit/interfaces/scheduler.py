@@ -89,6 +89,8 @@ class SparsityScheduler(Component):
     target and the step budget only when the experiment binds it with :meth:`schedule`; the
     returned :class:`SparsitySchedule` is a frozen value with ``sparsity_at(step)`` and
     ``is_update_step(step)``.
+
+    Kind ``scheduler`` (hook ``sparsekit_register_schedulers``).
     """
 
     @abstractmethod

@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from sparsekit.reporting.columns import arrow, record_columns  # noqa: E402
+
 
 def plot_sparsity_profile(profile: Sequence[dict[str, float]], path: Path) -> None:
     """Group and parameter sparsity (%) of the backbone over training, with λ when it varies."""
@@ -89,13 +91,7 @@ def metrics_vs_efficiency_figure(rows: Sequence[tuple[str, Any]]) -> Figure:
     Returns:
         The figure, axes ``[row][column]`` (row 0: CR, row 1: measured speed-up).
     """
-    columns: list[tuple[str, str, bool]] = []
-    for _, result in rows:
-        for task, metrics in result.metrics.items():
-            for metric in metrics:
-                key = (task, metric, result.metric_directions[task][metric])
-                if key not in columns:
-                    columns.append(key)
+    columns = record_columns(result for _, result in rows)
     axes_x = (("cr", "compression ratio CR"), ("speedup", "measured speed-up"))
     fig, axes = plt.subplots(
         2, max(len(columns), 1), figsize=(3.2 * max(len(columns), 1), 6), squeeze=False
@@ -111,7 +107,7 @@ def metrics_vs_efficiency_figure(rows: Sequence[tuple[str, Any]]) -> Figure:
                 ax.scatter([x], [y], color="tab:blue")
                 ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel(f"{task}/{metric} {'↑' if higher else '↓'}")
+            ax.set_ylabel(f"{task}/{metric} {arrow(higher)}")
             ax.grid(alpha=0.3)
     fig.suptitle("Task metrics against compression and speed-up")
     fig.tight_layout()
@@ -192,14 +188,7 @@ def plot_frontier(
         points: ``(label, Result)`` pairs drawn as separate markers.
         path: the PNG to write.
     """
-    everything = [*curve, *points]
-    columns: list[tuple[str, str, bool]] = []
-    for _, result in everything:
-        for task, metrics in result.metrics.items():
-            metric = next(iter(metrics))
-            key = (task, metric, result.metric_directions[task][metric])
-            if key not in columns:
-                columns.append(key)
+    columns = record_columns((result for _, result in [*curve, *points]), primary_only=True)
     width = max(len(columns), 1)
     fig, grid = plt.subplots(1, width, figsize=(3.4 * width, 3.6), squeeze=False)
     axes = list(grid[0])
@@ -231,7 +220,7 @@ def plot_frontier(
                 label=label,
             )
         ax.set_xlabel("% parameter sparsity of the backbone")
-        ax.set_ylabel(f"{metric} {'↑' if higher else '↓'}")
+        ax.set_ylabel(f"{metric} {arrow(higher)}")
         ax.set_title(task)
         ax.grid(alpha=0.3)
     seen: dict[str, Any] = {}
@@ -313,3 +302,27 @@ def plot_lambda_diagnostics(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_run(record: Any, directory: Path) -> None:
+    """Every plot a run directory holds, from what the run recorded.
+
+    The sparsity profile and the active channels per layer; with a λ history, λ beside the
+    sparsity and, when λ was learned, its diagnostics; with meta-training losses, those.
+    """
+    if record.profile:
+        plot_sparsity_profile(record.profile, directory / "sparsity_profile.png")
+    if record.layers:
+        plot_layer_channels(record.layers, directory / "active_channels.png")
+    if record.lam_history:
+        plot_lambda_and_sparsity(
+            record.lam_history, record.profile, directory / "lambda_sparsity.png"
+        )
+    if record.lam_history and any(g is not None for g in record.extra.get("lam_grad", [])):
+        plot_lambda_diagnostics(
+            record.lam_history, record.extra, record.profile, directory / "lambda_diagnostics.png"
+        )
+    if "query_loss" in record.extra and "support_loss" in record.extra:
+        plot_meta_losses(
+            record.extra["support_loss"], record.extra["query_loss"], directory / "meta_losses.png"
+        )

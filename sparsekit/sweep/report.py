@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsekit.reporting.columns import EFFICIENCY_COLUMNS, Column, arrow, metric_columns
 from sparsekit.sweep.store import RunRow
-
-EFFICIENCY_COLUMNS = (("cr", "CR"), ("sp", "Sp (FLOPs)"), ("speedup", "speed-up"))
 
 
 @dataclass
@@ -95,18 +94,21 @@ def group_rows(
     return list(rows.values())
 
 
-def metric_columns(rows: Sequence[ReportRow], primary_only: bool) -> list[tuple[str, str, bool]]:
-    """(task, metric, higher is better) for the tables, in first-seen order."""
-    columns: list[tuple[str, str, bool]] = []
-    for row in rows:
-        for run in row.finished:
-            for task, metrics in (run.metrics or {}).items():
-                names = list(metrics)[:1] if primary_only else list(metrics)
-                for metric in names:
-                    up = bool((run.directions or {}).get(task, {}).get(metric, True))
-                    if (task, metric, up) not in columns:
-                        columns.append((task, metric, up))
-    return columns
+def report_columns(rows: Sequence[ReportRow], primary_only: bool) -> list[Column]:
+    """(task, metric, higher is better) of the finished runs, in first-seen order."""
+    return metric_columns(
+        ((run.metrics or {}, _directions(run)) for row in rows for run in row.finished),
+        primary_only,
+    )
+
+
+def _directions(run: RunRow) -> dict[str, dict[str, bool]]:
+    """A run's metric directions, higher-is-better where none was stored."""
+    stored = run.directions or {}
+    return {
+        task: {m: bool(stored.get(task, {}).get(m, True)) for m in metrics}
+        for task, metrics in (run.metrics or {}).items()
+    }
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -130,7 +132,7 @@ def _metric(task: str, metric: str) -> Any:
 
 def markdown_table(rows: Sequence[ReportRow], group_by: Sequence[str]) -> str:
     """The Table-5-style Markdown table; see the module doc."""
-    columns = metric_columns(rows, primary_only=True)
+    columns = report_columns(rows, primary_only=True)
     best: dict[int, float] = {}
     for i, (task, metric, up) in enumerate(columns):
         means = [
@@ -139,7 +141,7 @@ def markdown_table(rows: Sequence[ReportRow], group_by: Sequence[str]) -> str:
         if means:
             best[i] = max(means) if up else min(means)
     header = ["run", *group_by]
-    header += [f"{t} {m} {'↑' if up else '↓'}" for t, m, up in columns]
+    header += [f"{t} {m} {arrow(up)}" for t, m, up in columns]
     header += ["param. sp. %", *(name for _, name in EFFICIENCY_COLUMNS), "runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
@@ -161,7 +163,7 @@ def markdown_table(rows: Sequence[ReportRow], group_by: Sequence[str]) -> str:
 
 def write_csv(rows: Sequence[ReportRow], group_by: Sequence[str], path: Path) -> None:
     """Every metric, sparsity and efficiency figure of every row: mean and std columns."""
-    columns = metric_columns(rows, primary_only=False)
+    columns = report_columns(rows, primary_only=False)
     figures: list[tuple[str, Any]] = [(f"{t}.{m}", _metric(t, m)) for t, m, _ in columns]
     figures += [
         ("sparsity.parameter", lambda r: (r.sparsity or {}).get("parameter")),
@@ -228,7 +230,7 @@ def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = metric_columns(rows, primary_only=True)
+    columns = report_columns(rows, primary_only=True)
     if not columns:
         return
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.8), squeeze=False)
@@ -282,7 +284,7 @@ def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
         else:
             ax.set_title(task)
         ax.set_xlabel("% parameter sparsity of the backbone")
-        ax.set_ylabel(f"{metric} {'↑' if up else '↓'}")
+        ax.set_ylabel(f"{metric} {arrow(up)}")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)

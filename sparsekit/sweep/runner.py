@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from sparsekit.engine.components import resolve_component
 from sparsekit.interfaces import TaskOutcome
+from sparsekit.registry import create
 from sparsekit.sweep.report import default_group_by, write_report
 from sparsekit.sweep.spec import RunSpec, SweepConfig, build_sweep_config, expand, load_sweep_config
 from sparsekit.sweep.store import ResultStore
@@ -151,7 +151,7 @@ class Sweep:
         store = self.store
         for spec in specs:
             store.register(spec)
-        executor = resolve_component("executor", self.config.executor)
+        executor = create("executor", self.config.executor)
         summary = SweepSummary()
         in_flight: set[str] = set()
         try:

@@ -27,13 +27,14 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sparsekit.config import (
-    ConfigError,
+    DEFAULT_COMPONENT,
     StrictModel,
     build_config,
     deep_merge,
     describe_validation_error,
     read_yaml,
 )
+from sparsekit.errors import ConfigError
 
 
 class StageConfig(StrictModel):
@@ -93,7 +94,7 @@ class SweepConfig(StrictModel):
     stages: list[StageConfig] = Field(default_factory=list)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     cases: list[dict[str, Any]] | None = None
-    executor: Any = Field(default_factory=lambda: {"name": "local"})
+    executor: Any = Field(default_factory=lambda: {"name": DEFAULT_COMPONENT})
     group_by: list[str] | None = None
 
     @field_validator("seeds")

@@ -6,9 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 
-class RunDiverged(RuntimeError):
-    """A run finished with a non-finite metric or sparsity: its training diverged."""
+from sparsekit.config import build_config
+from sparsekit.engine.experiment import Experiment
+from sparsekit.errors import RunDiverged
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,6 @@ def run_one(item: WorkItem) -> dict[str, Any]:
         RunDiverged: a metric or the sparsity is NaN or infinite.
         Exception: whatever the experiment raised (its run directory keeps ``error.txt``).
     """
-    import torch
-
-    from sparsekit.config import build_config
-    from sparsekit.engine.experiment import Experiment
-
     torch.set_num_threads(item.threads)
     result = Experiment(build_config(dict(item.config))).run()
     outcome = {

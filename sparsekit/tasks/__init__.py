@@ -1,14 +1,8 @@
 """Tasks: what a head predicts, its training loss and its evaluation metrics."""
 
-from sparsekit.tasks.base import Meter, Task
-from sparsekit.tasks.library import (
-    AttributeTask,
-    ClassificationTask,
-    DepthTask,
-    EdgeTask,
-    NormalsTask,
-    SegmentationTask,
-)
+from sparsekit.tasks.base import Meter, Task, task_losses
+from sparsekit.tasks.image import AttributeTask, ClassificationTask
+from sparsekit.tasks.pixel import DepthTask, EdgeTask, NormalsTask, SegmentationTask
 
 __all__ = [
     "AttributeTask",
@@ -19,4 +13,5 @@ __all__ = [
     "NormalsTask",
     "SegmentationTask",
     "Task",
+    "task_losses",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 
 from torch import Tensor
@@ -54,3 +55,10 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+def task_losses(
+    outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], tasks: Sequence[Task]
+) -> dict[str, Tensor]:
+    """Each task's loss; the network ran once for all tasks."""
+    return {t.name: t.loss(outputs[t.name], targets[t.name]) for t in tasks}

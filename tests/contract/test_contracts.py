@@ -5,8 +5,7 @@ Parametrised over the live registry, so a new plugin is tested the moment it reg
 
 import pytest
 
-from sparsekit.hookspecs import HOOKS_BY_KIND
-from sparsekit.plugins import get_registry
+from sparsekit.registry import KINDS, get_registry
 from sparsekit.testing import CHECKS, check_component
 
 CASES = [(row.kind, row.name) for row in get_registry().rows()]
@@ -17,10 +16,10 @@ def test_component_contract(kind, name, tmp_path):
     check_component(kind, get_registry().get(kind, name), tmp_path)
 
 
-@pytest.mark.parametrize("kind", sorted(HOOKS_BY_KIND))
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_kind_has_builtin_components(kind):
     assert get_registry().names(kind), f"no built-in {kind} plugin is registered"
 
 
 def test_every_kind_has_a_contract_check():
-    assert set(CHECKS) == set(HOOKS_BY_KIND)
+    assert set(CHECKS) == set(KINDS)

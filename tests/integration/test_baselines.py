@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sparsekit import ConfigError, Experiment, Result
-from sparsekit.engine.masking import zero_channel_groups
-from sparsekit.models import backbone_conv_weights
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.nn.masking import zero_channel_groups
 from sparsekit_plugins.masks.magnitude import group_rms
 
 TINY = {

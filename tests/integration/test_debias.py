@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from sparsekit.config import ConfigError
-from sparsekit.engine.components import resolve_component
 from sparsekit.engine.experiment import PRETRAIN_DIR, Experiment
-from sparsekit.engine.training import evaluate
-from sparsekit.models import backbone_conv_weights
-from sparsekit.reporting.result import Result
+from sparsekit.engine.loop import evaluate
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.registry import create
+from sparsekit.runs.store import Result
 from sparsekit_plugins.learners.mtl import warmed_up_lambda
 
 SMALL = {
@@ -125,7 +125,7 @@ def test_a_meta_learner_refuses_a_lambda_warm_up_it_would_ignore():
 
 def test_validation_metrics_are_those_of_the_final_model(tmp_path):
     result = Experiment(**SMALL, lam=0.02, steps=10, debias_steps=5, run_dir=tmp_path).run()
-    provider = resolve_component("dataset", SMALL["dataset"])
+    provider = create("dataset", SMALL["dataset"])
     tasks = provider.select_tasks(SMALL["tasks"])
     val = provider.load("val", SMALL["tasks"])
     # Depth MAE over valid pixels recomputed with NumPy from the final model's predictions.

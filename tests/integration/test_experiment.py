@@ -9,8 +9,8 @@ import torch
 
 import sparsekit
 from sparsekit import Experiment, Result
-from sparsekit.engine.sparsity import sparsity
-from sparsekit.engine.training import evaluate
+from sparsekit.engine.loop import evaluate
+from sparsekit.nn.sparsity import sparsity
 
 SMALL_DATA = {"n_train": 128, "n_val": 32, "n_test": 32, "image_size": 24}
 SMALL = {

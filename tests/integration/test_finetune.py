@@ -7,11 +7,11 @@ import pytest
 import torch
 import yaml
 
-from sparsekit import ConfigError, Experiment, Result
+from sparsekit import ConfigError, Experiment, Result, finetune
 from sparsekit.cli import main
-from sparsekit.engine.components import resolve_component
-from sparsekit.engine.training import evaluate
-from sparsekit.models import backbone_conv_weights
+from sparsekit.engine.loop import evaluate
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.registry import create
 
 DATA = {"name": "shapes", "n_train": 32, "n_val": 8, "n_test": 8, "image_size": 16}
 TRAINED = ["segmentation", "depth", "normals"]
@@ -74,7 +74,7 @@ def assert_finite_metrics(result, tasks):
 def test_mode_head_trains_only_the_new_head(trained):
     parent, _ = trained
     before = snapshot(parent.model)
-    tuned = parent.finetune(add_tasks=["edges"], mode="head", steps=6, eval_every=3, optimizer=SGD)
+    tuned = finetune(parent, add_tasks=["edges"], mode="head", steps=6, eval_every=3, optimizer=SGD)
     assert identical(snapshot(parent.model), before), "the parent run must be left unchanged"
     assert tuned.tasks == [*TRAINED, "edges"]
     # Backbone (BatchNorm running statistics included) and old heads: bit-identical.
@@ -83,11 +83,11 @@ def test_mode_head_trains_only_the_new_head(trained):
         assert identical(snapshot(tuned.model.heads[task]), snapshot(parent.model.heads[task]))
         assert tuned.metrics[task] == parent.metrics[task]
     # The new head trained: one step from the same seeded initialisation ends elsewhere.
-    one_step = parent.finetune(add_tasks=["edges"], mode="head", steps=1, optimizer=SGD)
+    one_step = finetune(parent, add_tasks=["edges"], mode="head", steps=1, optimizer=SGD)
     assert not identical(
         snapshot(one_step.model.heads["edges"]), snapshot(tuned.model.heads["edges"])
     )
-    again = parent.finetune(add_tasks=["edges"], mode="head", steps=1, optimizer=SGD)
+    again = finetune(parent, add_tasks=["edges"], mode="head", steps=1, optimizer=SGD)
     assert identical(snapshot(again.model), snapshot(one_step.model)), "seeded: deterministic"
     assert again.metrics == one_step.metrics
     # Only the new task's loss weight is learned; the old ones are untouched.
@@ -103,7 +103,7 @@ def test_mode_head_trains_only_the_new_head(trained):
 
 def test_mode_all_with_a_new_task_trains_backbone_but_keeps_zeros(trained):
     parent, _ = trained
-    tuned = parent.finetune(add_tasks=["edges"], mode="all", steps=6, eval_every=3, optimizer=SGD)
+    tuned = finetune(parent, add_tasks=["edges"], mode="all", steps=6, eval_every=3, optimizer=SGD)
     assert_zeros_kept(parent, tuned)
     for name, w in backbone_conv_weights(tuned.model).items():
         old = backbone_conv_weights(parent.model)[name].detach()
@@ -119,7 +119,7 @@ def test_mode_all_with_a_new_task_trains_backbone_but_keeps_zeros(trained):
 
 def test_mode_all_on_the_same_tasks_with_adam_weight_decay(trained):
     parent, _ = trained
-    tuned = parent.finetune(mode="all", steps=5, eval_every=2, patience=2, optimizer=ADAM)
+    tuned = finetune(parent, mode="all", steps=5, eval_every=2, patience=2, optimizer=ADAM)
     assert tuned.tasks == TRAINED
     assert_zeros_kept(parent, tuned)
     live = [(w != 0) for w in backbone_conv_weights(parent.model).values()]
@@ -136,7 +136,7 @@ def test_mode_all_on_the_same_tasks_with_adam_weight_decay(trained):
     assert all(changed)
     assert 1 <= tuned.best_step <= 5 and len(tuned.profile) >= 1
     # The reported metrics are the final model's on the test split, recomputed here.
-    provider = resolve_component("dataset", DATA)
+    provider = create("dataset", DATA)
     tasks = provider.select_tasks(TRAINED)
     _, metrics = evaluate(
         tuned.model, provider.load("test", TRAINED), tasks, tuned.combiner, torch.device("cpu")
@@ -146,7 +146,7 @@ def test_mode_all_on_the_same_tasks_with_adam_weight_decay(trained):
 
 def test_a_subset_of_trained_tasks_keeps_the_others_frozen(trained):
     parent, _ = trained
-    tuned = parent.finetune(tasks=["depth"], mode="all", steps=3, optimizer=SGD)
+    tuned = finetune(parent, tasks=["depth"], mode="all", steps=3, optimizer=SGD)
     for task in ("segmentation", "normals"):
         assert identical(snapshot(tuned.model.heads[task]), snapshot(parent.model.heads[task]))
     depth = snapshot(parent.model.heads["depth"])
@@ -158,7 +158,7 @@ def test_loaded_result_finetunes_and_reloads(trained, tmp_path):
     parent, run_dir = trained
     loaded = Result.load(run_dir)
     out = tmp_path / "ft"
-    tuned = loaded.finetune(add_tasks=["edges"], mode="head", steps=2, run_dir=out)
+    tuned = finetune(loaded, add_tasks=["edges"], mode="head", steps=2, run_dir=out)
     assert_zeros_kept(parent, tuned)
     assert tuned.extra["finetune"]["parent_run_dir"] == str(run_dir)
     again = Result.load(out)
@@ -166,23 +166,23 @@ def test_loaded_result_finetunes_and_reloads(trained, tmp_path):
     assert identical(snapshot(again.model), snapshot(tuned.model))
     assert identical(snapshot(again.combiner), snapshot(tuned.combiner))
     with pytest.raises(ValueError, match="no model"):
-        Result.load(run_dir, with_model=False).finetune(add_tasks=["edges"])
+        finetune(Result.load(run_dir, with_model=False), add_tasks=["edges"])
 
 
 def test_invalid_stages_are_clear_errors(trained):
     parent, _ = trained
     with pytest.raises(ConfigError, match="already trained"):
-        parent.finetune(add_tasks=["depth"])
+        finetune(parent, add_tasks=["depth"])
     with pytest.raises(ConfigError, match="not tasks of data set"):
-        parent.finetune(add_tasks=["no_such_task"])
+        finetune(parent, add_tasks=["no_such_task"])
     with pytest.raises(ConfigError, match="not tasks of this run"):
-        parent.finetune(tasks=["edges"])
+        finetune(parent, tasks=["edges"])
     with pytest.raises(ConfigError, match="nothing to fine-tune"):
-        parent.finetune(tasks=[], mode="head")
+        finetune(parent, tasks=[], mode="head")
     with pytest.raises(ConfigError, match="mode"):
-        parent.finetune(mode="backbone")
+        finetune(parent, mode="backbone")
     with pytest.raises(ConfigError, match="unknown config key 'lam'"):
-        parent.finetune(lam=0.1)
+        finetune(parent, lam=0.1)
 
 
 def test_cli_finetune_prints_the_table(trained, tmp_path, capsys):

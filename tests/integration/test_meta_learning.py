@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-from sparsekit import Experiment
+from sparsekit import Experiment, finetune
 from sparsekit.config import ConfigError, build_config
 from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
+from sparsekit.engine.resolve import train_settings
 from sparsekit.interfaces import RegrowthPolicy, TrainingContext
-from sparsekit.models import MultiTaskNet, backbone_conv_weights
+from sparsekit.nn import MultiTaskNet, backbone_conv_weights
 from sparsekit.tasks import AttributeTask, DepthTask
 from sparsekit_plugins.learners.maml import MAMLLearner
 from sparsekit_plugins.loss_combiners.uncertainty import UncertaintyWeighting
@@ -49,7 +50,7 @@ def test_learned_lambda_runs_end_to_end(learner):
     lam = result.lam_history
     assert len(lam) == STEPS and all(value > 0 for value in lam)
     assert lam[-1] != lam[0]
-    assert 0.1 <= result.config["lam_init"][0] and all(math.isfinite(v) for v in lam)
+    assert 0.1 <= result.config["learner"]["lam_init"][0] and all(math.isfinite(v) for v in lam)
     assert 0.0 <= result.sparsity["group"] <= 1.0 and 0.0 <= result.sparsity["parameter"] <= 1.0
     assert finite_metrics(result)
     assert [row["step"] for row in result.profile] == [2, 4]
@@ -77,7 +78,9 @@ def test_fixed_lambda_stays_fixed_and_zero_lambda_means_no_sparsity():
 
 def test_strong_learned_lambda_sparsifies_and_per_layer_lambda_is_recorded(tmp_path):
     result = run(
-        "maml", lam_init=(40.0, 40.0), lam_per_layer=True, optimizer={"lr": 0.05}, run_dir=tmp_path
+        {"name": "maml", "lam_init": (40.0, 40.0), "lam_per_layer": True},
+        optimizer={"lr": 0.05},
+        run_dir=tmp_path,
     )
     layers = len(result.layers)
     assert all(isinstance(entry, list) and len(entry) == layers for entry in result.lam_history)
@@ -102,7 +105,7 @@ def test_learned_lambda_needs_a_meta_learner_and_a_penalty():
     with pytest.raises(ConfigError, match="lam: .*greater than or equal to 0"):
         Experiment(learner="maml", lam=-0.1)
     with pytest.raises(ConfigError, match="lam_init"):
-        Experiment(learner="maml", lam="learned", lam_init=(0.5, 0.1))
+        Experiment(learner={"name": "maml", "lam_init": (0.5, 0.1)}, lam="learned").run()
     with pytest.raises(ConfigError, match="proxssi"):
         run("maml", optimizer={"name": "proxssi"})
     bad_episode = {"name": "maml", "episodes": [["edges"]], "batch_size": 4}
@@ -180,7 +183,7 @@ def test_regrowth_acts_on_every_episode_clone_only():
         penalty=GroupLassoPenalty(),
         lam=0.0,
         combiner=UncertaintyWeighting(["depth", "attr"], 0.0),
-        config=build_config({"lam": 0.0, "steps": 2, "device": "cpu"}),
+        settings=train_settings(build_config({"steps": 2, "device": "cpu"})),
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(1),
     )
@@ -207,7 +210,7 @@ def test_initial_lambda_is_drawn_from_lam_init_per_seed():
         assert all(0.1 <= value <= 1.0 for value in history)
         assert history[-1] == pytest.approx(history[0], abs=1e-6)
     assert len({round(history[0], 6) for history in starts}) == 3
-    narrow = run(frozen, lam_init=(0.4, 0.45)).lam_history
+    narrow = run({**frozen, "lam_init": (0.4, 0.45)}).lam_history
     assert 0.4 <= narrow[0] <= 0.45
 
 
@@ -221,9 +224,8 @@ def meta_trained(tmp_path_factory):
     """A ``maml`` run with a learned λ that zeroed some, not all, backbone groups; saved."""
     run_dir = tmp_path_factory.mktemp("runs") / "meta"
     result = run(
-        "maml",
+        {"name": "maml", "lam_init": (1.5, 1.5)},
         tasks=META_TASKS,
-        lam_init=(1.5, 1.5),
         steps=6,
         optimizer={"lr": 0.01},
         run_dir=run_dir,
@@ -247,11 +249,11 @@ def assert_zeros_kept(parent, child):
 
 @pytest.mark.parametrize("mode", ["head", "all"])
 def test_meta_trained_run_meta_tests_with_an_unseen_task(meta_trained, mode):
-    from sparsekit.engine.components import resolve_component
-    from sparsekit.engine.training import evaluate
+    from sparsekit.engine.loop import evaluate
+    from sparsekit.registry import create
 
     parent, _ = meta_trained
-    tuned = parent.finetune(add_tasks=["edges"], mode=mode, steps=4, optimizer=SGD)
+    tuned = finetune(parent, add_tasks=["edges"], mode=mode, steps=4, optimizer=SGD)
     assert tuned.tasks == [*META_TASKS, "edges"]
     assert_zeros_kept(parent, tuned)
     backbone_same = all(
@@ -265,7 +267,7 @@ def test_meta_trained_run_meta_tests_with_an_unseen_task(meta_trained, mode):
     assert backbone_same == (mode == "head")
     assert tuned.extra["finetune"]["parent_lam"] == pytest.approx(parent.lam_history[-1])
     # The reported metrics are the final model's on the test split, recomputed here.
-    provider = resolve_component("dataset", TINY)
+    provider = create("dataset", TINY)
     tasks = provider.select_tasks(tuned.tasks)
     _, metrics = evaluate(
         tuned.model, provider.load("test", tuned.tasks), tasks, tuned.combiner, torch.device("cpu")

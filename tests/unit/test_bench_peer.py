@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import bench_peer
-from sparsekit.engine.components import resolve_component
+from sparsekit.registry import create
 
 IMAGE_SIZE = 32
 TINY = {
@@ -25,8 +25,8 @@ TINY = {
 def _dense_model() -> torch.nn.Module:
     """The model the peer starts from, freshly built from the same config."""
     cfg = bench_peer.experiment_config(0, TINY)
-    provider = resolve_component("dataset", cfg.dataset)
-    builder = resolve_component("model", cfg.model)
+    provider = create("dataset", cfg.dataset)
+    builder = create("model", cfg.model)
     return builder.build(provider.select_tasks(cfg.tasks), provider.in_channels).eval()
 
 

@@ -11,10 +11,9 @@ from torch import nn
 
 from benchmarks import bench_overhead, bench_prox
 from sparsekit import Experiment
-from sparsekit.engine.components import resolve_component
-from sparsekit.engine.episodes import EpisodeBatch
-from sparsekit.engine.meta import MetaTrainer
-from sparsekit.engine.training import make_loader
+from sparsekit.data.loading import make_loader
+from sparsekit_plugins.learners._episodes import EpisodeBatch
+from sparsekit_plugins.learners._meta_learner import MetaTrainer
 from sparsekit_plugins.penalties.group_lasso import GroupLassoPenalty
 
 TASKS = ["segmentation", "depth", "normals", "edges"]
@@ -32,15 +31,13 @@ def test_hand_maml_step_matches_the_toolkit_meta_step(lam0: float) -> None:
         dataset={"name": "shapes", "n_train": 32, "n_val": 8, "n_test": 8, "image_size": 16},
         model={"name": "small_resnet", "widths": [4, 8], "output_stride": 4},
         tasks=TASKS,
-        learner={"name": "maml", "episodes": [TASKS], "batch_size": 4},
+        learner={"name": "maml", "episodes": [TASKS], "batch_size": 4, "lam_init": (lam0, lam0)},
         penalty="group_lasso",
         lam="learned",
-        lam_init=(lam0, lam0),
         optimizer={"lr": bench_overhead.LR},
         device="cpu",
     )
-    learner = resolve_component("learner", experiment.config.learner)
-    context = bench_overhead._context(experiment, learner)
+    learner, context = bench_overhead._context(experiment)
     options = learner.config
     hand_model = copy.deepcopy(context.model).train()
     batches = iter(make_loader(context.train, 4, shuffle=True, generator=torch.Generator()))

@@ -10,18 +10,17 @@ from torch import Tensor, nn
 
 from sparsekit import compact
 from sparsekit.cli import main
-from sparsekit.engine import compaction
-from sparsekit.engine.compaction import (
+from sparsekit.errors import CompactionError
+from sparsekit.nn import MultiTaskNet, compaction
+from sparsekit.nn.compaction import ChannelSelectConv2d
+from sparsekit.registry import create
+from sparsekit.runs.store import (
     COMPACT_FILE,
-    ChannelSelectConv2d,
-    CompactionError,
+    Result,
     load_compact,
     load_compact_run,
     save_compact,
 )
-from sparsekit.models import MultiTaskNet
-from sparsekit.plugins import get_registry
-from sparsekit.reporting.result import Result
 from sparsekit.tasks import AttributeTask, DepthTask, SegmentationTask
 
 TOL = 1e-4
@@ -41,9 +40,7 @@ def tasks() -> list:
 def small_net(seed: int = 0) -> MultiTaskNet:
     """A small_resnet with two blocks per stage (identity skips) and all three head kinds."""
     torch.manual_seed(seed)
-    builder = get_registry().create(
-        "model", "small_resnet", widths=(4, 6, 8), blocks_per_stage=2, head_channels=5
-    )
+    builder = create("model", "small_resnet", widths=(4, 6, 8), blocks_per_stage=2, head_channels=5)
     return randomise_batchnorm(builder.build(tasks(), 3), seed)
 
 
@@ -149,7 +146,7 @@ def test_stream_channel_read_by_nobody_is_removed_everywhere() -> None:
 
 def test_resnet50_deeplab_compact_equals_masked_and_reloads(tmp_path) -> None:
     torch.manual_seed(0)
-    builder = get_registry().create("model", "resnet50_deeplab")
+    builder = create("model", "resnet50_deeplab")
     model = builder.build(tasks(), 3).eval()
     gen = torch.Generator().manual_seed(1)
     for name, conv in model.backbone.named_modules():
@@ -201,10 +198,10 @@ def test_compact_refuses_a_compact_model() -> None:
 def test_verification_catches_a_wrong_removal(monkeypatch) -> None:
     model = small_net()
 
-    def claim_all_zero(conv: nn.Module) -> Tensor:  # every group reported zero: wrong
-        return torch.ones(conv.weight.shape[1], dtype=torch.bool)
+    def claim_all_zero(weight: Tensor) -> Tensor:  # every group reported zero: wrong
+        return torch.ones(weight.shape[1], dtype=torch.bool)
 
-    monkeypatch.setattr(compaction, "zero_input_groups", claim_all_zero)
+    monkeypatch.setattr(compaction, "zero_channel_groups", claim_all_zero)
     with pytest.raises(CompactionError, match="differs"):
         compact(model)
 

@@ -12,17 +12,16 @@ from torch import Tensor, nn
 
 from sparsekit import Experiment
 from sparsekit.cli import main
-from sparsekit.engine import efficiency
-from sparsekit.engine.efficiency import (
+from sparsekit.nn import MultiTaskNet, efficiency
+from sparsekit.nn.efficiency import (
     compression_ratio,
     count_flops,
+    efficiency_record,
     measure_efficiency,
     measure_latency,
-    run_efficiency,
 )
-from sparsekit.models import MultiTaskNet
-from sparsekit.reporting.result import Result
 from sparsekit.reporting.tables import results_table
+from sparsekit.runs.store import Result
 
 TINY_DATA = {"name": "shapes", "n_train": 16, "n_val": 8, "n_test": 8, "image_size": 16}
 TINY_MODEL = {"name": "small_resnet", "widths": [4, 8], "output_stride": 4}
@@ -141,7 +140,7 @@ def test_a_failed_measurement_keeps_the_compression_ratio(monkeypatch) -> None:
 
     monkeypatch.setattr(efficiency, "compact", broken)
     model = tiny_multitask(conv2_zero_groups=[1])
-    record = run_efficiency(model, [(torch.zeros(3, 8, 8), {})])
+    record = efficiency_record(model, [(torch.zeros(3, 8, 8), {})])
     assert record["sp"] is None and record["speedup"] is None and "cannot trace" in record["error"]
     assert record["cr"] == pytest.approx(compression_ratio(model))
 

@@ -11,11 +11,12 @@ from torch.utils.data import Dataset
 
 from sparsekit.config import build_config
 from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
-from sparsekit.engine import meta
-from sparsekit.engine.episodes import EpisodeStream, power_set_episodes, resolve_episodes
+from sparsekit.engine import loop
+from sparsekit.engine.resolve import train_settings
 from sparsekit.interfaces import TrainingContext
-from sparsekit.models import MultiTaskNet
+from sparsekit.nn import MultiTaskNet
 from sparsekit.tasks import AttributeTask, DepthTask
+from sparsekit_plugins.learners._episodes import EpisodeStream, power_set_episodes, resolve_episodes
 from sparsekit_plugins.learners.anil import ANILLearner
 from sparsekit_plugins.learners.maml import MAMLLearner
 from sparsekit_plugins.loss_combiners.uncertainty import UncertaintyWeighting
@@ -161,16 +162,16 @@ def test_meta_training_reads_only_the_training_split(monkeypatch, learner):
     train, val = split(), split()
     # Evaluation is the one place the validation split may be read; it is replaced by a stub
     # that reads nothing, so any read left must come from meta-training itself.
-    monkeypatch.setattr(meta, "evaluate", lambda *args, **kwargs: (1.0, {}))
+    monkeypatch.setattr(loop, "evaluate", lambda *args, **kwargs: (1.0, {}))
     context = TrainingContext(
         model=tiny_net(),
         tasks=[DepthTask("depth"), AttributeTask("attr")],
         train=train,
         val=val,
         penalty=GroupLassoPenalty(),
-        lam=0.3,
+        lam="learned",
         combiner=UncertaintyWeighting(["depth", "attr"], 0.0),
-        config=build_config({"lam": "learned", "steps": 3, "eval_every": 1, "device": "cpu"}),
+        settings=train_settings(build_config({"steps": 3, "eval_every": 1, "device": "cpu"})),
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(1),
     )

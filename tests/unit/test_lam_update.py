@@ -3,7 +3,7 @@
 float64, on the tiny two-conv network of ``test_meta_gradients`` (whose model, data and
 functional reference are reused). The references here are written with
 ``torch.func.functional_call``, plain autograd and the closed forms of the group lasso, its prox
-and Adam's first step; they share no code with ``sparsekit.engine.meta`` or ``lam_update``.
+and Adam's first step; they share no code with the learners' ``_meta*`` or ``_lam_update``.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from sparsekit import Experiment
-from sparsekit.config import ConfigError, build_config
-from sparsekit.engine.episodes import EpisodeBatch
-from sparsekit.engine.learned_lambda import LearnedLambda
-from sparsekit.engine.meta import MetaState, MetaTrainer
-from sparsekit.models import backbone_conv_weights
+from sparsekit.config import ConfigError
+from sparsekit.nn import backbone_conv_weights
+from sparsekit_plugins.learners._episodes import EpisodeBatch
+from sparsekit_plugins.learners._learned_lambda import LearnedLambda
+from sparsekit_plugins.learners._meta import MetaState
+from sparsekit_plugins.learners._meta_learner import MetaTrainer
 from sparsekit_plugins.learners.maml import MAMLLearner
 from sparsekit_plugins.penalties.group_lasso import GroupLassoPenalty
 
@@ -67,18 +68,12 @@ def trainer_for(
         batch_size=4,
         lam_lr=lam_lr,
         episodes=(EPISODE,),
+        lam_beta=BETA,
+        lam_init=(lam, lam),
         **options,
     )
-    context = tiny_context(lam=lam)
-    context.config = build_config(
-        {
-            "lam": "learned" if learned else lam,
-            "lam_beta": BETA,
-            "steps": steps,
-            "eval_every": eval_every,
-            "device": "cpu",
-            "optimizer": optimizer,
-        }
+    context = tiny_context(
+        "learned" if learned else lam, steps=steps, eval_every=eval_every, optimizer=optimizer
     )
     with torch.no_grad():
         context.combiner.log_vars.copy_(torch.tensor([0.3, -0.2]))
@@ -445,7 +440,7 @@ def test_relative_lambda_gradient_matches_a_reference_and_finite_differences():
 def test_relative_outer_prox_is_equivariant_to_a_layers_scale():
     """The outer prox of ``relative`` gives c·prox(W) for c·W, zeroing the same groups; the plain
     prox of ``inner_prox`` zeroes more groups of a shrunken layer (BatchNorm makes c free)."""
-    from sparsekit.engine.lam_update import outer_prox_
+    from sparsekit_plugins.learners._lam_update import outer_prox_
 
     weight = tiny_model().get_parameter(CONVS[1]).detach()
     penalty = GroupLassoPenalty()
@@ -546,7 +541,7 @@ def test_holdout_gives_rho_the_held_out_gradient_and_theta_the_query_gradient():
 
 
 def test_holdout_examples_are_never_support_or_query_and_are_seeded():
-    from sparsekit.engine.episodes import EpisodeStream, HeldOutBatches, split_holdout
+    from sparsekit_plugins.learners._episodes import EpisodeStream, HeldOutBatches, split_holdout
 
     data = tiny_context(LAM).train
     size = len(data)

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 import sparsekit
-from sparsekit.hookspecs import HOOKS_BY_KIND
-from sparsekit.plugins import reload_plugins
+from sparsekit.registry import KINDS, reload_plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +71,7 @@ def test_blocking_every_builtin_entry_point_leaves_no_component(monkeypatch):
     try:
         reload_plugins()
         assert [r for r in sparsekit.list_plugins() if r.distribution == "sparsekit"] == []
-        for kind in HOOKS_BY_KIND:
+        for kind in KINDS:
             assert [r.name for r in sparsekit.list_plugins(kind)] == [], kind
     finally:
         monkeypatch.undo()
@@ -109,4 +108,4 @@ def test_learn2learn_is_installed_with_its_compiled_extensions():
 @pytest.mark.parametrize("kind", ["penalty", "learner", "loss_combiner", "dataset", "model"])
 def test_foundation_kinds_map_to_their_hooks(kind):
     plural = {"penalty": "penalties"}.get(kind, f"{kind}s")
-    assert HOOKS_BY_KIND[kind] == f"sparsekit_register_{plural}"
+    assert KINDS[kind].hook == f"sparsekit_register_{plural}"

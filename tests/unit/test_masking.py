@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sparsekit.config import OptimizerConfig
-from sparsekit.engine.masking import MaskSet, freeze_zeros, zero_channel_groups
-from sparsekit.engine.optim import ProximalOptimizer
-from sparsekit.models.heads import DenseHead
-from sparsekit.models.multitask import MultiTaskNet
-from sparsekit_plugins.penalties import GroupLassoPenalty
+from sparsekit.nn.groups import zero_channel_groups
+from sparsekit.nn.heads import DenseHead
+from sparsekit.nn.masking import MaskSet, freeze_zeros
+from sparsekit.nn.multitask import MultiTaskNet
+from sparsekit.registry import create
 
 OPTIMIZERS = {
     "sgd_momentum_wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2),
@@ -151,10 +151,10 @@ def test_zeroed_groups_stay_zero_property(kind, pattern, seed):
 def test_proximal_optimizer_wrapper_is_masked_through_its_inner_optimizer():
     torch.manual_seed(2)
     net = TinyConvNet()
-    optimizer = ProximalOptimizer(
+    optimizer = create("optimizer", "sgd_prox").build(
         net.parameters(),
         [net.conv2.weight],
-        GroupLassoPenalty(),
+        create("penalty", "group_lasso"),
         1e-4,
         OptimizerConfig(name="sgd_prox", lr=0.05, weight_decay=1e-2),
     )

@@ -19,17 +19,19 @@ from torch.func import functional_call
 
 from sparsekit.config import build_config
 from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
-from sparsekit.engine.components import resolve_component
-from sparsekit.engine.episodes import EpisodeBatch
-from sparsekit.engine.learned_lambda import (
+from sparsekit.engine.resolve import train_settings
+from sparsekit.interfaces import TrainingContext
+from sparsekit.nn import MultiTaskNet
+from sparsekit.registry import create
+from sparsekit.tasks import AttributeTask, SegmentationTask
+from sparsekit_plugins.learners._episodes import EpisodeBatch
+from sparsekit_plugins.learners._learned_lambda import (
     LearnedLambda,
     draw_initial_lambda,
     inverse_softplus,
 )
-from sparsekit.engine.meta import MetaState, MetaTrainer
-from sparsekit.interfaces import TrainingContext
-from sparsekit.models import MultiTaskNet
-from sparsekit.tasks import AttributeTask, SegmentationTask
+from sparsekit_plugins.learners._meta import MetaState
+from sparsekit_plugins.learners._meta_learner import MetaTrainer
 from sparsekit_plugins.learners.anil import ANILLearner
 from sparsekit_plugins.learners.fomaml import FOMAMLLearner
 from sparsekit_plugins.learners.maml import MAMLLearner
@@ -102,7 +104,7 @@ def make_state(learner: MAMLLearner | ANILLearner, inner_steps: int) -> MetaStat
         lam=lam,
         inner_lr=INNER_LR,
         inner_steps=inner_steps,
-        regrowth=resolve_component("regrowth", {"name": "none"}),
+        regrowth=create("regrowth", {"name": "none"}),
         generator=torch.Generator().manual_seed(0),
         wrapper=learner.wrap(model),
     )
@@ -294,20 +296,17 @@ def test_one_meta_step_follows_the_documented_update_order():
         batch_size=4,
         lam_lr=alpha_rho,
         episodes=(EPISODE,),
+        lam_beta=BETA,
+        lam_init=(LAM, LAM),
     )
-    context = tiny_context(lam=LAM)
-    context.config = build_config(
-        {
-            "lam": "learned",
-            "lam_beta": BETA,
-            "steps": 1,
-            "device": "cpu",
-            "optimizer": {"name": "sgd_prox", "lr": alpha_out, "momentum": 0.0},
-        }
+    context = tiny_context(
+        "learned", optimizer={"name": "sgd_prox", "lr": alpha_out, "momentum": 0.0}
     )
     with torch.no_grad():
         context.combiner.log_vars.copy_(torch.tensor([0.3, -0.2]))
     trainer = MetaTrainer(learner, context)
+    # λ₀ took the generator's first draw; the batch is the one drawn from its seed as such.
+    context.generator.manual_seed(3)
     batch = trainer.stream.next()
     trainer.stream.next = lambda: batch
     state = trainer.state
@@ -411,7 +410,8 @@ def test_softplus_matches_torch_reference():
 # --- BatchNorm: running statistics come from support batches only ------------------------------
 
 
-def tiny_context(lam: float) -> TrainingContext:
+def tiny_context(lam: float | str, **fields) -> TrainingContext:
+    """The tiny network and data; ``fields`` are ExperimentConfig fields of the run settings."""
     gen = torch.Generator().manual_seed(5)
     n = 16
     train = MultiTaskTensorDataset(
@@ -423,7 +423,7 @@ def tiny_context(lam: float) -> TrainingContext:
     )
     model = tiny_model()
     combiner = UncertaintyWeighting(list(TASKS), 0.0).double()
-    config = build_config({"lam": lam, "steps": 1, "batch_size": 4, "device": "cpu"})
+    config = build_config({"steps": 1, "batch_size": 4, "device": "cpu", **fields})
     return TrainingContext(
         model=model,
         tasks=list(TASKS.values()),
@@ -432,7 +432,7 @@ def tiny_context(lam: float) -> TrainingContext:
         penalty=GroupLassoPenalty(),
         lam=lam,
         combiner=combiner,
-        config=config,
+        settings=train_settings(config),
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(3),
     )

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import copy
 
-import pydantic
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from sparsekit.errors import ConfigError
 from sparsekit.interfaces import ModelBuilder
-from sparsekit.models import MultiTaskNet, backbone_conv_weights
-from sparsekit.models.heads import DenseHead, ImageHead, assemble_multitask_net
-from sparsekit.plugins import get_registry
+from sparsekit.nn import MultiTaskNet, backbone_conv_weights
+from sparsekit.nn.heads import DenseHead, ImageHead, assemble_multitask_net
+from sparsekit.registry import create, get_registry
 from sparsekit.tasks import AttributeTask, ClassificationTask, DepthTask, SegmentationTask, Task
 
 MODEL_NAMES = ["small_resnet", "resnet50_deeplab"]
@@ -33,7 +33,7 @@ def make_tasks() -> list[Task]:
 
 def builder_for(name: str, **params: object) -> ModelBuilder:
     """The registered builder ``name``, configured by ``params``."""
-    return get_registry().create("model", name, **params)
+    return create("model", name, **params)
 
 
 def build(
@@ -95,7 +95,7 @@ def test_registry_provides_both_builders() -> None:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_config_rejects_unknown_keys_and_round_trips(name: str) -> None:
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(ConfigError, match="not_a_field"):
         builder_for(name, not_a_field=1)
     builder = builder_for(name)
     spec = builder.spec()
@@ -330,7 +330,7 @@ def test_small_resnet_output_stride_and_layers(
     ],
 )
 def test_small_resnet_rejects_invalid_configs(params: dict[str, object]) -> None:
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(ConfigError):
         builder_for("small_resnet", **params)
 
 

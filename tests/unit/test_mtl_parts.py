@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 import sparsekit
-from sparsekit.engine.training import EarlyStopping, resolve_device
-from sparsekit.reporting.result import Result
+from sparsekit.engine.loop import EarlyStopping
+from sparsekit.engine.runtime import resolve_device
 from sparsekit.reporting.tables import results_table
+from sparsekit.runs.store import Result
 
 
 def test_uncertainty_weighting_is_kendalls_closed_form_with_its_gradient():

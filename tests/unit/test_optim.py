@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sparsekit.config import OptimizerConfig
-from sparsekit.engine.optim import ProximalOptimizer, build_optimizer
+from sparsekit.nn.optim import ProximalOptimizer
+from sparsekit.registry import create
 from sparsekit_plugins.penalties import GroupLassoPenalty, L1Penalty
 
 SHAPES = {"conv1": (4, 3, 3, 3), "conv2": (6, 4, 1, 1), "bias": (6,)}
@@ -90,12 +91,17 @@ def run(opt: ProximalOptimizer, params: dict[str, torch.Tensor], grads_seq) -> N
         opt.step()
 
 
+def make(params, penalised, penalty, lam, config: OptimizerConfig | None = None):
+    """The optimiser of ``config``'s kind (the default kind when unset)."""
+    config = config if config is not None else OptimizerConfig()
+    kind = create("optimizer", config.name or "default")
+    return kind.build(params, penalised, penalty, lam, config)
+
+
 def build(params, name: str, lam, penalty=None, **cfg) -> ProximalOptimizer:
     penalty = GroupLassoPenalty() if penalty is None else penalty
     config = OptimizerConfig(name=name, **cfg)
-    return ProximalOptimizer(
-        list(params.values()), [params[k] for k in PENALISED], penalty, lam, config
-    )
+    return make(list(params.values()), [params[k] for k in PENALISED], penalty, lam, config)
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.01])
@@ -128,7 +134,7 @@ def test_without_penalty_the_trajectory_is_exactly_torchs(name: str, variant: st
     reference = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
     lam = torch.zeros((), dtype=torch.float64) if variant == "lam0_tensor" else 0.0
     penalty = None if variant == "no_penalty" else GroupLassoPenalty()
-    opt = ProximalOptimizer(
+    opt = make(
         list(params.values()),
         [params[k] for k in PENALISED],
         penalty,
@@ -201,7 +207,7 @@ def test_prox_uses_each_param_groups_current_lr() -> None:
         {"params": [params["conv1"]], "lr": 0.1},
         {"params": [params["conv2"], params["bias"]], "lr": 0.01},
     ]
-    opt = ProximalOptimizer(groups, [params[k] for k in PENALISED], GroupLassoPenalty(), 0.3)
+    opt = make(groups, [params[k] for k in PENALISED], GroupLassoPenalty(), 0.3)
     scheduler = torch.optim.lr_scheduler.StepLR(opt.inner, step_size=1, gamma=0.5)
     zero = {k: np.zeros(s) for k, s in SHAPES.items()}
     run(opt, params, [zero])
@@ -256,10 +262,10 @@ def test_state_dict_restores_tensor_lam_in_place_and_checks_kind() -> None:
 def test_validation_and_alias() -> None:
     params = make_params()
     with pytest.raises(ValueError, match="not among"):
-        ProximalOptimizer([params["bias"]], [params["conv1"]], GroupLassoPenalty(), 0.1)
+        make([params["bias"]], [params["conv1"]], GroupLassoPenalty(), 0.1)
     with pytest.raises(ValueError, match="≥ 0"):
         build(params, "adam_prox", -1.0)
-    opt = build_optimizer(list(params.values()), [params["conv1"]], None, 0.1)
+    opt = make(list(params.values()), [params["conv1"]], None, 0.1)
     assert isinstance(opt, ProximalOptimizer) and opt.config.name == "adam_prox"
     opt.lam = 0.2
     assert opt.lam == 0.2

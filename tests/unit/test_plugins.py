@@ -6,7 +6,8 @@ import textwrap
 import pytest
 
 import sparsekit
-from sparsekit.plugins import PluginError, PluginLoadWarning, reload_plugins
+from sparsekit.errors import PluginError, PluginLoadWarning
+from sparsekit.registry import reload_plugins
 
 
 def make_distribution(root, dist, version, entry_points, modules):
@@ -77,9 +78,7 @@ def test_unknown_kind_lists_kinds():
 
 
 def test_create_validates_params():
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError):
+    with pytest.raises(sparsekit.ConfigError, match="init_log_vr"):
         sparsekit.create("loss_combiner", "uncertainty", init_log_vr=1.0)
     combiner = sparsekit.create("loss_combiner", "uncertainty", init_log_var=0.5)
     assert combiner.config.init_log_var == 0.5

@@ -5,16 +5,16 @@ from pathlib import Path
 import pytest
 
 from sparsekit.config import load_config
-from sparsekit.engine.components import resolve_component
-from sparsekit.models import backbone_conv_weights
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.registry import create
 from sparsekit.sweep import Sweep
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def backbone_parameters(model_spec, dataset_spec):
-    provider = resolve_component("dataset", dataset_spec)
-    net = resolve_component("model", model_spec).build(provider.select_tasks(None), 3)
+    provider = create("dataset", dataset_spec)
+    net = create("model", model_spec).build(provider.select_tasks(None), 3)
     return sum(w.numel() for w in backbone_conv_weights(net).values())
 
 
@@ -25,9 +25,9 @@ def test_the_over_parameterised_preset_has_four_times_the_parameters_on_a_quarte
         default.model, default.dataset
     )
     assert ratio == pytest.approx(4.0, rel=0.01)
-    provider = resolve_component("dataset", preset.dataset)
+    provider = create("dataset", preset.dataset)
     assert len(provider.load("train", ["depth"])) == 256
-    assert len(resolve_component("dataset", default.dataset).load("train", ["depth"])) == 1024
+    assert len(create("dataset", default.dataset).load("train", ["depth"])) == 1024
 
 
 def test_the_frontier_sweep_covers_both_regimes_dense_and_the_ablation_switches():
@@ -53,7 +53,7 @@ def test_the_frontier_sweep_covers_both_regimes_dense_and_the_ablation_switches(
 
 def test_the_meta_sparsity_sweeps_are_five_seeds_and_the_half_double_grid_of_the_defaults():
     from sparsekit.config import ExperimentConfig
-    from sparsekit.engine.meta import MetaConfig
+    from sparsekit_plugins.learners._meta import MetaConfig
 
     seeds = Sweep.from_yaml(CONFIGS / "meta_sparsity_shapes.yaml")
     assert seeds.config.seeds == [0, 1, 2, 3, 4] and len(seeds.runs()) == 5

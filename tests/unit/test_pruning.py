@@ -7,11 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsekit.engine.masking import zero_channel_groups
-from sparsekit.engine.pruning import Pruner, select_keep, zeroed_parameters
-from sparsekit.models import backbone_conv_weights
+from sparsekit.engine.pruning import Pruner
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.nn.groups import select_keep, zeroed_parameters
+from sparsekit.nn.masking import zero_channel_groups
+from sparsekit.runs.store import Result
 from sparsekit.testing import contract_model, save_contract_run
-from sparsekit_plugins.masks import MagnitudeMask, MetaMask, RandomMask
+from sparsekit.testing.doubles import contract_components
+from sparsekit_plugins.masks import MagnitudeMask, RandomMask, RunPatternMask
 from sparsekit_plugins.regrowth import RandomRegrowth
 from sparsekit_plugins.schedulers import IterativeScheduler, SparseTrainingScheduler
 
@@ -95,11 +98,18 @@ def test_random_masks_are_uniform_subsets():
     assert int(counts.sum()) == 5 * trials
 
 
+@pytest.fixture(autouse=True)
+def doubles():
+    """The contract doubles the saved contract run names, registered for each test."""
+    with contract_components():
+        yield
+
+
 def test_meta_mask_reproduces_the_learned_pattern_at_its_own_sparsity(tmp_path):
     run = save_contract_run(tmp_path / "run")
-    criterion = MetaMask(from_run=str(run))
+    criterion = RunPatternMask(from_run=str(run))
     weights = {n: w.detach() for n, w in backbone_conv_weights(contract_model()).items()}
-    learned = {n: w.detach() for n, w in backbone_conv_weights(MetaMask_model(run)).items()}
+    learned = {n: w.detach() for n, w in backbone_conv_weights(run_model(run)).items()}
     for granularity in ("channel", "element"):
         if granularity == "channel":
             pattern = {n: zero_channel_groups(w) for n, w in learned.items()}
@@ -114,16 +124,16 @@ def test_meta_mask_reproduces_the_learned_pattern_at_its_own_sparsity(tmp_path):
             assert torch.equal(~keep[name], pattern[name]), (granularity, name)
 
 
-def MetaMask_model(run):  # noqa: N802 - the saved model of a run
-    from sparsekit.reporting.result import Result
-
+def run_model(run):
+    """The saved model of a run."""
     return Result.load(run).model
 
 
 def test_meta_mask_rejects_another_architecture(tmp_path):
     run = save_contract_run(tmp_path / "run")
     with pytest.raises(Exception, match="does not match"):
-        MetaMask(from_run=str(run)).keep_mask(random_weights(0), 0.2, "channel", torch.Generator())
+        mask = RunPatternMask(from_run=str(run))
+        mask.keep_mask(random_weights(0), 0.2, "channel", torch.Generator())
 
 
 def net_and_loss(seed=0):

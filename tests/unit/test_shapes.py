@@ -9,7 +9,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from sparsekit.data.shapes import (
+from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
+from sparsekit.tasks import DepthTask, EdgeTask, NormalsTask, SegmentationTask
+from sparsekit_plugins.datasets.shapes import ShapesProvider, sample_scenes
+from sparsekit_plugins.datasets.shapes.render import render
+from sparsekit_plugins.datasets.shapes.scene import (
     BOX,
     CYLINDER,
     EMPTY,
@@ -19,11 +23,7 @@ from sparsekit.data.shapes import (
     Scene,
     SceneBatch,
     SceneObject,
-    render,
 )
-from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
-from sparsekit.tasks import DepthTask, EdgeTask, NormalsTask, SegmentationTask
-from sparsekit_plugins.datasets.shapes import ShapesProvider, sample_scenes
 
 FOV = math.radians(60.0)
 TASKS = ["segmentation", "depth", "normals", "edges"]

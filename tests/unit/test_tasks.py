@@ -18,7 +18,7 @@ from sparsekit.tasks import (
     SegmentationTask,
     Task,
 )
-from sparsekit.tasks.dense import hu_depth_loss
+from sparsekit.tasks.pixel import hu_depth_loss
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

@@ -1,15 +1,4 @@
-"""The contract suite every plugin component must pass, shipped for third-party authors.
-
-sparsekit's own ``tests/contract/`` run these checks over every registered component, so a new
-plugin is tested the moment it registers. A third-party package can do the same::
-
-    from sparsekit.testing import check_component
-    def test_my_penalty(tmp_path):
-        check_component("penalty", MyPenalty, tmp_path)
-
-This module is also a pytest plugin (entry point ``pytest11``) providing the fixture
-``sparsekit_registry``.
-"""
+"""The contract checks, one per plugin kind (see :mod:`sparsekit.testing`)."""
 
 from __future__ import annotations
 
@@ -24,14 +13,23 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from sparsekit.interfaces import Component
-from sparsekit.plugins import Registry, get_registry
-
-
-@pytest.fixture
-def sparsekit_registry() -> Registry:
-    """The registry of the running process."""
-    return get_registry()
+from sparsekit.config import OptimizerConfig
+from sparsekit.engine.experiment import Experiment
+from sparsekit.interfaces import Component, SparsitySchedule
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.nn.groups import zero_channel_groups, zeroed_parameters
+from sparsekit.nn.sparsity import sparsity
+from sparsekit.registry import create
+from sparsekit.runs.store import Result
+from sparsekit.tasks import AttributeTask, DepthTask, SegmentationTask
+from sparsekit.testing.doubles import (
+    ContractCombiner,
+    ContractDataset,
+    ContractModel,
+    ContractPenalty,
+    ContractSGD,
+    contract_components,
+)
 
 
 def make_instance(cls: type[Component], workdir: Path) -> Any:
@@ -56,8 +54,6 @@ def check_config(cls: type[Component], workdir: Path) -> None:
 
 
 def _tiny_tasks() -> list[Any]:
-    from sparsekit.tasks import AttributeTask, DepthTask, SegmentationTask
-
     return [SegmentationTask("seg", 3), DepthTask("depth"), AttributeTask("attr")]
 
 
@@ -125,8 +121,6 @@ def check_dataset(cls: type[Component], workdir: Path) -> None:
 
 def check_model(cls: type[Component], workdir: Path) -> None:
     """Output shapes per task level, gradients reach backbone and heads, seeded determinism."""
-    from sparsekit.models import backbone_conv_weights
-
     tasks = _tiny_tasks()
     outputs = []
     for _ in range(2):
@@ -150,13 +144,15 @@ def check_model(cls: type[Component], workdir: Path) -> None:
 
 def check_learner(cls: type[Component], workdir: Path) -> None:
     """Fits a tiny problem on the CPU, returns a history, and is deterministic under a seed."""
-    from sparsekit.engine.experiment import Experiment
 
     def run() -> Any:
         return Experiment(
-            dataset={"name": "shapes", "n_train": 24, "n_val": 8, "n_test": 8, "image_size": 16},
-            tasks=["segmentation", "depth"],
-            learner={"name": cls.name, **cls.example_params(workdir)},
+            dataset=ContractDataset(),
+            model=ContractModel(),
+            loss_combiner=ContractCombiner(),
+            penalty=ContractPenalty(),
+            optimizer=OptimizerConfig(name=ContractSGD.name, lr=0.01),
+            learner=make_instance(cls, workdir),
             lam=0.05,
             steps=4,
             batch_size=8,
@@ -165,7 +161,8 @@ def check_learner(cls: type[Component], workdir: Path) -> None:
             seed=3,
         ).run()
 
-    first, second = run(), run()
+    with contract_components():
+        first, second = run(), run()
     assert first.profile and all(
         torch.isfinite(torch.tensor(list(r.values()))).all() for r in first.profile
     )
@@ -208,7 +205,7 @@ def check_regrowth(cls: type[Component], workdir: Path) -> None:
         for name, weight in weights.items():
             mask, old = masks[name], before[name]
             assert mask.dtype == torch.bool and mask.shape == (old.shape[1],)
-            zero = old.ne(0).transpose(0, 1).flatten(1).any(dim=1).logical_not()
+            zero = zero_channel_groups(old)
             assert not (mask & ~zero).any(), f"{name}: a non-zero group was regrown"
             assert weight.shape == old.shape and weight.dtype == old.dtype
             assert torch.equal(weight[:, ~mask], old[:, ~mask]), f"{name}: a kept group changed"
@@ -219,45 +216,36 @@ def check_regrowth(cls: type[Component], workdir: Path) -> None:
         assert torch.equal(weights1[name], weights2[name]), "regrowth must be deterministic"
 
 
-#: The backbone the mask contract runs on: ``small_resnet`` built for two ``shapes`` tasks.
-CONTRACT_RUN = {
-    "dataset": {"name": "shapes"},
-    "model": {"name": "small_resnet"},
-    "loss_combiner": {"name": "equal"},
-}
-CONTRACT_TASKS = ["segmentation", "depth"]
-
-
 def contract_model() -> Any:
-    """The mask contract's network, initialised from seed 0 (the global RNG is left alone)."""
-    from sparsekit.engine.components import resolve_component
-
-    provider = resolve_component("dataset", CONTRACT_RUN["dataset"])
-    tasks = provider.select_tasks(CONTRACT_TASKS)
+    """The mask contract's network (the doubles' model), initialised from seed 0 (the global RNG
+    is left alone)."""
+    provider = ContractDataset()
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        builder = resolve_component("model", CONTRACT_RUN["model"])
-        return builder.build(tasks, provider.in_channels)
+        return ContractModel().build(provider.tasks(), provider.in_channels)
 
 
 def save_contract_run(directory: Path) -> Path:
     """Save a run of :func:`contract_model` with some zero groups and elements in ``directory``.
 
-    Components that read a sparsity pattern from a run directory (the ``meta`` mask) point their
-    ``example_params`` here.
+    Components that read a sparsity pattern from a run directory point their ``example_params``
+    here; the run names the doubles, so it reloads only inside :func:`contract_components`, which
+    every check enters.
     """
-    from sparsekit.engine.sparsity import sparsity
-    from sparsekit.models import backbone_conv_weights
-    from sparsekit.reporting.result import Result
-
     model = contract_model()
     with torch.no_grad():
         for weight in backbone_conv_weights(model).values():
             weight[:, ::3] = 0.0
             weight[weight.abs() < weight.abs().median()] = 0.0
+    tasks = [t.name for t in ContractDataset().tasks()]
     Result(
-        config={**CONTRACT_RUN, "tasks": CONTRACT_TASKS},
-        tasks=CONTRACT_TASKS,
+        config={
+            "dataset": ContractDataset().spec(),
+            "model": ContractModel().spec(),
+            "loss_combiner": ContractCombiner().spec(),
+            "tasks": tasks,
+        },
+        tasks=tasks,
         metrics={},
         metric_directions={},
         sparsity=sparsity(model),
@@ -272,9 +260,6 @@ def save_contract_run(directory: Path) -> Path:
 def check_scheduler(cls: type[Component], workdir: Path) -> None:
     """Schedules stay in [0, target], end at the target, are monotone when dense-to-sparse, and
     their update steps are exactly where ``is_update_step`` holds."""
-    from sparsekit.engine.components import resolve_component
-    from sparsekit.interfaces import SparsitySchedule
-
     scheduler = make_instance(cls, workdir)
     for target in (0.0, 0.3, 0.9):
         for total in (1, 7, 120):
@@ -291,15 +276,12 @@ def check_scheduler(cls: type[Component], workdir: Path) -> None:
             assert updates == list(schedule.update_steps)
     regrowth = scheduler.regrowth()
     if regrowth is not None:
-        resolve_component("regrowth", regrowth)
+        create("regrowth", regrowth)
 
 
 def check_mask(cls: type[Component], workdir: Path) -> None:
     """Keep masks have the right shapes, zero the target to one group (channel) or exactly
     (element), and are deterministic under a seeded generator."""
-    from sparsekit.engine.pruning import zeroed_parameters
-    from sparsekit.models import backbone_conv_weights
-
     criterion = make_instance(cls, workdir)
     weights = {n: w.detach() for n, w in backbone_conv_weights(contract_model()).items()}
     total = sum(w.numel() for w in weights.values())
@@ -380,7 +362,24 @@ CHECKS: dict[str, Callable[[type[Component], Path], None]] = {
 }
 
 
-def check_component(kind: str, cls: type[Component], workdir: Path) -> None:
-    """Every contract check for a component of ``kind``."""
-    check_config(cls, workdir)
-    CHECKS[kind](cls, workdir)
+def check_optimizer(cls: type[Component], workdir: Path) -> None:
+    """Steps every parameter it is given, proxes the penalised ones, and is deterministic."""
+    kind = make_instance(cls, workdir)
+    outcomes = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        weight = nn.Parameter(torch.randn(4, 3, 3, 3, dtype=torch.float64))
+        other = nn.Parameter(torch.randn(5, dtype=torch.float64))
+        optimizer = kind.build(
+            [weight, other], [weight], ContractPenalty(), 1e3, OptimizerConfig(lr=0.01)
+        )
+        (weight.square().sum() + other.square().sum()).backward()
+        optimizer.step()
+        assert not torch.equal(other.detach(), torch.zeros(5, dtype=torch.float64))
+        if not kind.prox_in_metric:
+            assert not weight.detach().any(), "a huge λ must zero the penalised weight"
+        outcomes.append((weight.detach().clone(), other.detach().clone()))
+    assert all(torch.equal(a, b) for a, b in zip(outcomes[0], outcomes[1], strict=True))
+
+
+CHECKS["optimizer"] = check_optimizer

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from sparsekit.models.multitask import MultiTaskNet
+from sparsekit.nn.multitask import MultiTaskNet
 
 if TYPE_CHECKING:
     from sparsekit.tasks import Task

@@ -21,33 +21,13 @@ groups of the channel-wise group lasso.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from sparsekit.models import MultiTaskNet, backbone_conv_weights
-
-Granularity = Literal["element", "channel"]
-
-
-def zero_channel_groups(weight: Tensor) -> Tensor:
-    """Which input-channel groups ``weight[:, c]`` are entirely zero, a bool ``[C_in]``.
-
-    Raises:
-        ValueError: the weight has fewer than two dimensions (no input-channel axis).
-    """
-    if weight.dim() < 2:
-        raise ValueError(
-            f"channel groups need a weight with an input-channel dimension (≥ 2-D), got shape "
-            f"{tuple(weight.shape)}"
-        )
-    return ~weight.detach().ne(0).transpose(0, 1).reshape(weight.shape[1], -1).any(dim=1)
-
-
-def channel_view(mask: Tensor, weight: Tensor) -> Tensor:
-    """A ``[C_in]`` mask reshaped to broadcast over ``weight`` (``[1, C_in, 1, ...]``)."""
-    return mask.reshape(1, -1, *([1] * (weight.dim() - 2)))
+from sparsekit.nn.groups import Granularity, channel_view, zero_channel_groups
+from sparsekit.nn.multitask import MultiTaskNet, backbone_conv_weights
 
 
 def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -137,7 +117,7 @@ class MaskSet:
 
         Args:
             optimizer: a torch optimiser (or a wrapper exposing one as ``inner``, such as
-                :class:`sparsekit.engine.optim.ProximalOptimizer`) whose state to clean, or None
+                :class:`sparsekit.nn.optim.ProximalOptimizer`) whose state to clean, or None
                 to zero the weights only.
         """
         state = _torch_optimizer(optimizer).state if optimizer is not None else {}

@@ -17,7 +17,8 @@ network still spends the same FLOPs on those zeros. :func:`compact` removes them
 
 Every layer keeps at least one channel, so a fully zeroed layer becomes a one-channel layer with
 zero weights rather than an empty one. The compact model's layer shapes are recorded by
-:func:`architecture` so that :func:`load_compact` can rebuild it from the dense model's builder.
+:func:`architecture` so that :func:`resize_to_architecture` can rebuild it from a dense model of
+the same builder (the run store saves and loads compact models).
 
 References:
     Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023 (Torch-Pruning);
@@ -29,12 +30,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
+
+from sparsekit.errors import CompactionError
+from sparsekit.nn.groups import zero_channel_groups
 
 #: Side of the square random input traced to build the dependency graph by default.
 DEFAULT_TRACE_SIZE = 64
@@ -50,10 +53,6 @@ _ROUTING_TYPES = frozenset(
         tp.ops.OPTYPE.SLICE,
     }
 )
-
-
-class CompactionError(RuntimeError):
-    """The compacted network does not reproduce the masked network's outputs."""
 
 
 class ChannelSelectConv2d(nn.Conv2d):
@@ -140,12 +139,6 @@ def compact(
     return net
 
 
-def zero_input_groups(conv: nn.Conv2d | nn.Linear) -> Tensor:
-    """Bool ``[C_in]``: which input-channel groups ``weight[:, c]`` of a layer are all zero."""
-    weight = conv.weight.detach()
-    return ~weight.ne(0).transpose(0, 1).flatten(1).any(dim=1)
-
-
 def _default_input(net: nn.Module) -> Tensor:
     first = next(m for m in net.backbone.modules() if isinstance(m, nn.Conv2d))
     weight = first.weight
@@ -212,7 +205,7 @@ def _removable_channels(graph: tp.DependencyGraph, group: Any, channels: int) ->
                 removable[root_idx] = False
                 continue
             idx = torch.as_tensor(item.idxs, dtype=torch.long)
-            zero = zero_input_groups(module).cpu()
+            zero = zero_channel_groups(module.weight).cpu()
             removable[root_idx[~zero[idx]]] = False
         elif isinstance(module, nn.Conv2d) and graph.is_out_channel_pruning_fn(handler):
             if module.groups != 1:
@@ -226,7 +219,7 @@ def _removable_channels(graph: tp.DependencyGraph, group: Any, channels: int) ->
 def _select_nonzero_inputs(backbone: nn.Module) -> None:
     """Pass 2: every backbone conv keeps only its non-zero input groups."""
     for name, conv in list(_convs(backbone)):
-        zero = zero_input_groups(conv)
+        zero = zero_channel_groups(conv.weight)
         if not zero.any() or conv.groups != 1:
             continue
         keep = (~zero).nonzero().flatten()
@@ -325,76 +318,3 @@ def resize_to_architecture(model: nn.Module, arch: dict[str, dict[str, Any]]) ->
 def _device_of(module: nn.Module) -> torch.device:
     tensor = next(iter(module.state_dict().values()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
-
-
-def save_compact(model: nn.Module, path: str | Path, **extra: Any) -> Path:
-    """Save a compact model's architecture record, weights and ``extra`` entries to ``path``.
-
-    Args:
-        model: the compact model (from :func:`compact`).
-        path: the file to write; :func:`load_compact` reads it back.
-        **extra: more entries of plain data or tensors (loadable with ``weights_only=True``).
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    torch.save({"architecture": architecture(model), "model": model.state_dict(), **extra}, path)
-    return path
-
-
-def load_compact(path: str | Path, skeleton: nn.Module) -> nn.Module:
-    """Rebuild a compact model saved by :func:`save_compact`.
-
-    Args:
-        path: the saved file (read with ``torch.load(..., weights_only=True)``).
-        skeleton: a dense model built from the same configuration; it is resized in place.
-
-    Returns:
-        The compact model with its weights, in eval mode.
-    """
-    state = torch.load(path, map_location=_device_of(skeleton), weights_only=True)
-    model = resize_to_architecture(skeleton, state["architecture"])
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
-#: File name of the compact model inside a run directory.
-COMPACT_FILE = "compact.pt"
-
-
-def compact_run(run_dir: str | Path) -> tuple[nn.Module, nn.Module, Path]:
-    """Compact the trained model of a run directory and save it there as ``compact.pt``.
-
-    Returns:
-        The masked model, the compact model and the saved file.
-
-    Raises:
-        FileNotFoundError: the run directory holds no result or no model checkpoint.
-    """
-    from sparsekit.reporting.result import Result
-
-    run_dir = Path(run_dir)
-    model = Result.load(run_dir, with_model=True).model
-    if model is None:
-        raise FileNotFoundError(f"no model checkpoint in {str(run_dir)!r}")
-    small = compact(model)
-    return model, small, save_compact(small, run_dir / COMPACT_FILE)
-
-
-def load_compact_run(run_dir: str | Path) -> nn.Module:
-    """The compact model saved in a run directory by :func:`compact_run`.
-
-    Raises:
-        FileNotFoundError: the run directory holds no result, checkpoint or compact model.
-    """
-    from sparsekit.reporting.result import Result
-
-    run_dir = Path(run_dir)
-    path = run_dir / COMPACT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no compact model in {str(run_dir)!r} (run `sparsekit compact`)")
-    skeleton = Result.load(run_dir, with_model=True).model
-    if skeleton is None:
-        raise FileNotFoundError(f"no model checkpoint in {str(run_dir)!r}")
-    return load_compact(path, skeleton)

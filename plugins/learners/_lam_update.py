@@ -15,8 +15,8 @@
   BatchNorm leaves free decides nothing.
 
 Independently of the rule, ``MetaConfig.lam_holdout`` holds out part of the training split for
-λ's meta-gradient (:class:`sparsekit.engine.episodes.HeldOutBatches`): ρ is differentiated through
-the adapted clone's loss on held-out examples that Θ_meta never trains on, Θ_meta through the
+λ's meta-gradient (:class:`._episodes.HeldOutBatches`): ρ is differentiated through the adapted
+clone's loss on held-out examples that Θ_meta never trains on, Θ_meta through the
 query loss as before.
 
 References:
@@ -36,10 +36,10 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from sparsekit.config import ConfigError
-from sparsekit.engine.learned_lambda import SOFTPLUS_THRESHOLD, LearnedLambda
-from sparsekit.engine.optim import ProximalOptimizer
-from sparsekit.interfaces import Penalty
+from sparsekit.errors import ConfigError
+from sparsekit.interfaces import OptimizerKind, Penalty
+from sparsekit.nn.optim import ProximalOptimizer
+from sparsekit_plugins.learners._learned_lambda import SOFTPLUS_THRESHOLD, LearnedLambda
 
 LamUpdate = Literal["inner_prox", "outer_penalty", "preconditioned", "relative"]
 LAM_UPDATES: tuple[str, ...] = get_args(LamUpdate)
@@ -47,30 +47,26 @@ LAM_UPDATES: tuple[str, ...] = get_args(LamUpdate)
 #: The ``history.extra`` lists :func:`record_diagnostics` fills.
 DIAGNOSTICS = ("lam_grad", "group_norm_quantiles", "outer_threshold")
 
-#: Outer optimiser kinds whose inner torch optimiser is Adam (None: the meta-learners' default,
-#: ``adam_prox``), i.e. the kinds that have a second moment to measure D in.
-ADAM_KINDS = (None, "adam_prox", "proxssi")
 
-
-def check_outer_optimizer(rule: str, optimizer_name: str | None, learner_name: str) -> None:
-    """Reject an outer optimiser that does not fit the λ update rule.
+def check_outer_optimizer(rule: str, kind: OptimizerKind, learner_name: str) -> None:
+    """Reject an outer optimiser kind that does not fit the λ update rule.
 
     Raises:
-        ConfigError: ``preconditioned`` with an optimiser that is not Adam-based (no D to take),
-            or ``proxssi`` under the plain-prox rules, whose λ is on the plain prox's scale.
+        ConfigError: ``preconditioned`` with a kind that has no metric to take D from, or a kind
+            that takes the prox in its own metric under the plain-prox rules, whose λ is on the
+            plain prox's scale.
     """
     if rule == "preconditioned":
-        if optimizer_name not in ADAM_KINDS:
+        if not kind.has_metric:
             raise ConfigError(
                 f"learner {learner_name!r}: lam_update 'preconditioned' takes its metric "
-                f"D = √v̂ + ε from an Adam outer optimizer (adam_prox or proxssi), got "
-                f"{optimizer_name!r}"
+                f"D = √v̂ + ε from an Adam outer optimizer, and {kind.name!r} has none"
             )
-    elif optimizer_name == "proxssi":
+    elif kind.prox_in_metric:
         raise ConfigError(
-            f"learner {learner_name!r} supports the outer optimizers adam_prox and sgd_prox "
-            f"under lam_update {rule!r}, whose λ is on the plain prox's scale; proxssi measures "
-            "λ in Adam's metric (use lam_update 'preconditioned' for that)"
+            f"learner {learner_name!r}: lam_update {rule!r} takes λ on the plain prox's scale, "
+            f"and the outer optimizer {kind.name!r} measures λ in its own metric (use lam_update "
+            "'preconditioned' for that)"
         )
 
 
@@ -114,7 +110,7 @@ def adam_preconditioners(
     metrics = {}
     for name, weight in weights.items():
         # The very D the proxssi kind uses, so λ here is on the proxssi scale.
-        metric = optimizer.adam_metric(weight, group_of[id(weight)])
+        metric = optimizer.metric(weight, group_of[id(weight)])
         if metric is not None:
             metrics[name] = metric.detach()
     return metrics

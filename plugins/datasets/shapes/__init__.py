@@ -12,7 +12,12 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from sparsekit.data.shapes import (
+from sparsekit.data.common import SPLITS
+from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
+from sparsekit.interfaces import ComponentConfig, DatasetProvider
+from sparsekit.tasks import DepthTask, EdgeTask, NormalsTask, SegmentationTask, Task
+from sparsekit_plugins.datasets.shapes.render import Rendering, render
+from sparsekit_plugins.datasets.shapes.scene import (
     BASE_COLOURS,
     BOX,
     CLASS_NAMES,
@@ -21,14 +26,8 @@ from sparsekit.data.shapes import (
     FLOOR,
     SPHERE,
     WALL,
-    Rendering,
     SceneBatch,
-    render,
 )
-from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
-from sparsekit.interfaces import ComponentConfig, DatasetProvider
-from sparsekit.interfaces.data import SPLITS
-from sparsekit.tasks import DepthTask, EdgeTask, NormalsTask, SegmentationTask, Task
 
 #: Standard deviation of the per-surface colour jitter around each class's base colour.
 _COLOUR_JITTER = 0.1
@@ -136,6 +135,7 @@ class ShapesProvider(DatasetProvider):
     """
 
     name = "shapes"
+    is_default = True
     in_channels = 3
 
     class Config(ComponentConfig):

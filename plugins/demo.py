@@ -1,6 +1,7 @@
 """The main job: the accuracy-sparsity frontier and meta-sparsity on the built-in ``shapes`` data.
 
-Run with ``make demo`` (or ``python -m sparsekit.demo``). On the four ``shapes`` tasks it trains
+Run with ``make demo`` (or ``python -m sparsekit_plugins.demo``). It names the built-in plugins it
+runs, so it lives with them. On the four ``shapes`` tasks it trains
 the dense multi-task model (λ = 0) and group-lasso models at fixed λ with the default recipe
 (proxssi, then the masked debiasing stage; "Less is More"), which trace the frontier of accuracy
 against sparsity. Then it meta-trains a group-lasso model with MAML and a learned λ on three of
@@ -20,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sparsekit.engine.experiment import Experiment
+from sparsekit import Experiment, Result, finetune
 from sparsekit.reporting.plots import plot_frontier
-from sparsekit.reporting.result import Result
 from sparsekit.reporting.tables import results_table
 
 #: The fixed λ of the frontier runs; λ = 0 is the dense model (same total number of steps).
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"meta-sparsity (maml, λ learned): meta-trained in {meta.timings['train_s']:.0f} s")
     points: list[tuple[str, Result]] = [("meta-sparsity, 3 tasks", meta)]
     for mode, label in (("head", "+ edges, new head only"), ("all", "+ edges, all fine-tuned")):
-        tuned = meta.finetune(
+        tuned = finetune(
+            meta,
             add_tasks=[UNSEEN_TASK],
             mode=mode,
             steps=args.finetune_steps,

@@ -1,4 +1,4 @@
-"""``meta``: the zero pattern a meta-sparsity run learned, loaded from its run directory.
+"""``run_pattern`` (alias ``meta``): the zero pattern a run learned, loaded from its run directory.
 
 The pattern is read from the backbone of the run's saved model (``sparsekit.Result.load``): at
 channel granularity its entirely-zero input-channel groups, at element granularity its zero
@@ -26,11 +26,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from sparsekit.config import ConfigError
-from sparsekit.engine.masking import zero_channel_groups
+from sparsekit.errors import ConfigError
 from sparsekit.interfaces import ComponentConfig, MaskCriterion
-from sparsekit.interfaces.mask import Granularity
-from sparsekit.models import backbone_conv_weights
+from sparsekit.nn import backbone_conv_weights
+from sparsekit.nn.groups import Granularity, zero_channel_groups
+from sparsekit.runs.store import CHECKPOINT_FILE, Result
 from sparsekit_plugins.masks.magnitude import magnitude_scores
 
 
@@ -40,30 +40,31 @@ def learned_zeros(run_dir: Path) -> dict[str, Tensor]:
     Raises:
         ConfigError: ``run_dir`` holds no saved result with a model.
     """
-    from sparsekit.reporting.result import CHECKPOINT_FILE, Result
-
     try:
         result = Result.load(run_dir)
     except FileNotFoundError as exc:
-        raise ConfigError(f"mask 'meta': {exc}") from None
+        raise ConfigError(f"mask 'run_pattern': {exc}") from None
     if result.model is None:
         raise ConfigError(
-            f"mask 'meta': the run {str(run_dir)!r} has no {CHECKPOINT_FILE} to read the pattern"
+            f"mask 'run_pattern': the run {str(run_dir)!r} has no {CHECKPOINT_FILE} to read the "
+            "pattern from"
         )
     return {n: w.detach().cpu() for n, w in backbone_conv_weights(result.model).items()}
 
 
-class MetaMask(MaskCriterion):
+class RunPatternMask(MaskCriterion):
     """The zero pattern of a meta-sparsity run first, then the lowest magnitudes.
 
     References:
         Upadhyay et al., "Meta-Sparsity" (Table 5, the meta mask).
     """
 
-    name: ClassVar[str] = "meta"
+    name: ClassVar[str] = "run_pattern"
+    #: Its name in the Table 5 configs written before the rename.
+    aliases: ClassVar[tuple[str, ...]] = ("meta",)
 
     class Config(ComponentConfig):
-        """Configuration of :class:`MetaMask`.
+        """Configuration of :class:`RunPatternMask`.
 
         Attributes:
             from_run: the run directory of the meta-sparsity run (with ``result.json`` and
@@ -81,7 +82,7 @@ class MetaMask(MaskCriterion):
     @classmethod
     def example_params(cls, workdir: Path) -> dict[str, Any]:
         """A saved run of the contract suite's model with some zero groups and elements."""
-        from sparsekit.testing import save_contract_run
+        from sparsekit.testing import save_contract_run  # pytest, which it needs, is optional
 
         return {"from_run": str(save_contract_run(workdir / "meta_run"))}
 
@@ -98,8 +99,8 @@ class MetaMask(MaskCriterion):
         theirs = {n: tuple(w.shape) for n, w in learned.items()}
         if shapes != theirs:
             raise ConfigError(
-                f"mask 'meta': the backbone of run {str(self.config.from_run)!r} does not match "
-                f"this model's (layers and shapes differ); use a run of the same model"
+                f"mask 'run_pattern': the backbone of run {str(self.config.from_run)!r} does not "
+                f"match this model's (layers and shapes differ); use a run of the same model"
             )
         if granularity == "element":
             return {n: learned[n].eq(0) for n in weights}

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsekit.models import MultiTaskNet, backbone_conv_weights
+from sparsekit.nn.groups import zero_channel_groups
+from sparsekit.nn.multitask import MultiTaskNet, backbone_conv_weights
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ def layer_channels(model: MultiTaskNet) -> list[LayerChannels]:
     """Active input-channel groups of every backbone conv layer, in module order."""
     rows = []
     for name, weight in backbone_conv_weights(model).items():
-        nonzero = weight.detach().flatten(2).ne(0).any(dim=2).any(dim=0)
-        rows.append(LayerChannels(name, int(nonzero.numel()), int(nonzero.sum())))
+        zero = zero_channel_groups(weight)
+        rows.append(LayerChannels(name, int(zero.numel()), int((~zero).sum())))
     return rows
 
 
@@ -39,9 +40,9 @@ def sparsity(model: MultiTaskNet) -> dict[str, float]:
     groups = zero_groups = params = zero_params = 0
     for weight in backbone_conv_weights(model).values():
         w = weight.detach()
-        group_nonzero = w.ne(0).transpose(0, 1).flatten(1).any(dim=1)
-        groups += group_nonzero.numel()
-        zero_groups += int((~group_nonzero).sum())
+        zero = zero_channel_groups(w)
+        groups += zero.numel()
+        zero_groups += int(zero.sum())
         params += w.numel()
         zero_params += int(w.eq(0).sum())
     return {

@@ -6,7 +6,7 @@ Definitions (used in every :class:`~sparsekit.Result` as ``result.efficiency``):
   the parameters counted are exactly those the sparsity statistics count: every element of the
   shared backbone's conv weights (BatchNorm parameters, biases and task heads are not counted).
 - ``sp``, the FLOPs speed-up (footnote 6): FLOPs of the dense (masked) model over FLOPs of its
-  compact version (:func:`~sparsekit.engine.compaction.compact`), both counted by
+  compact version (:func:`~sparsekit.nn.compaction.compact`), both counted by
   ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass of the whole multi-task model
   (backbone and every head) on one input image. The counter's convention is 2 FLOPs per
   multiply-accumulate; BatchNorm, activations and channel selection count nothing.
@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from sparsekit.engine.compaction import compact
-from sparsekit.models import backbone_conv_weights
+from sparsekit.nn.compaction import compact
+from sparsekit.nn.multitask import backbone_conv_weights
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def measure_efficiency(
     }
 
 
-def run_efficiency(model: nn.Module, dataset: Dataset) -> dict[str, Any]:
+def efficiency_record(model: nn.Module, dataset: Dataset) -> dict[str, Any]:
     """The efficiency record of a finished run, on inputs shaped like ``dataset``'s images.
 
     A model that cannot be compacted still gets its compression ratio; ``sp`` and ``speedup``

@@ -1,0 +1,35 @@
+"""Every exception and warning type sparsekit raises, in one leaf module.
+
+The CLI turns :class:`ConfigError` and :class:`PluginError` (and the file errors of run
+directories) into one-line messages with exit status 2; the others mean a run failed.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be read or is invalid; the message names the culprit."""
+
+
+class PluginError(LookupError):
+    """An unknown plugin kind or name, or two plugins claiming the same name."""
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin could not be imported or registered; the others still work."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """A training, meta-training or fine-tuning loss became NaN or infinite."""
+
+
+class RunDiverged(RuntimeError):
+    """A finished run's metrics or sparsity are NaN or infinite (a sweep records it failed)."""
+
+
+class CompactionError(RuntimeError):
+    """The compacted network does not reproduce the masked network's outputs."""
+
+
+class ExecutorUnavailable(ImportError):
+    """An executor's optional dependency is not installed; the message says how to install it."""
