@@ -50,6 +50,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
     started = time.perf_counter()
+    curve = frontier_runs(args.steps, out)
+    points = meta_sparsity_runs(args.steps, args.finetune_steps, out)
+    print()
+    print(results_table([*curve, *points]))
+    plot_frontier(curve, points, out / "frontier.png")
+    print(f"\nfrontier plot: {out / 'frontier.png'}; runs in {out}/")
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+
+def frontier_runs(steps: int, out: Path) -> list[tuple[str, Result]]:
+    """The dense model and the fixed-λ group-lasso runs, labelled."""
     curve: list[tuple[str, Result]] = []
     for lam in FRONTIER_LAMS:
         slug = "dense" if lam == 0 else f"group_lasso_lam{lam:g}"
@@ -57,21 +68,25 @@ def main(argv: list[str] | None = None) -> None:
             dataset="shapes",
             penalty="group_lasso",
             lam=lam,
-            steps=args.steps,
+            steps=steps,
             seed=0,
             run_dir=out / slug,
         ).run()
         label = frontier_label(lam)
         print(f"{label}: trained and debiased in {result.timings['train_s']:.0f} s", flush=True)
         curve.append((label, result))
+    return curve
 
+
+def meta_sparsity_runs(steps: int, finetune_steps: int, out: Path) -> list[tuple[str, Result]]:
+    """Meta-training, both meta-tests with the unseen task, and MTL at the same sparsity."""
     meta = Experiment(
         dataset="shapes",
         tasks=list(META_TASKS),
         penalty="group_lasso",
         learner=META_LEARNER,
         lam="learned",
-        steps=args.steps,
+        steps=steps,
         seed=0,
         run_dir=out / "meta_sparsity",
     ).run()
@@ -82,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             meta,
             add_tasks=[UNSEEN_TASK],
             mode=mode,
-            steps=args.finetune_steps,
+            steps=finetune_steps,
             run_dir=out / f"meta_sparsity_{UNSEEN_TASK}_{mode}",
         )
         print(f"meta-testing, {label}: fine-tuned in {tuned.timings['train_s']:.0f} s", flush=True)
@@ -93,17 +108,13 @@ def main(argv: list[str] | None = None) -> None:
         scheduler="progressive",
         mask="magnitude",
         target={"from_run": out / "meta_sparsity"},
-        steps=args.steps + args.steps // 3,  # the frontier runs' total, debiasing included
+        steps=steps + steps // 3,  # the frontier runs' total, debiasing included
         seed=0,
         run_dir=out / "mtl_matched_sparsity",
     ).run()
     print(f"MTL from scratch at the same sparsity: trained in {matched.timings['train_s']:.0f} s")
     points.append(("MTL from scratch, same sparsity", matched))
-    print()
-    print(results_table([*curve, *points]))
-    plot_frontier(curve, points, out / "frontier.png")
-    print(f"\nfrontier plot: {out / 'frontier.png'}; runs in {out}/")
-    print(f"total {time.perf_counter() - started:.0f} s")
+    return points
 
 
 if __name__ == "__main__":

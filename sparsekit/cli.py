@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -155,14 +156,7 @@ def _add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=help_text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparsekit", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run an experiment from a YAML config")
-    run.add_argument("config", help="YAML file of ExperimentConfig fields")
-    _add_set_option(run, "override a config field (dotted keys for nested fields); repeatable")
-    run.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
-    run.set_defaults(func=cmd_run)
+def _add_finetune_parser(sub: Any) -> None:
     finetuning = sub.add_parser(
         "finetune", help="fine-tune a trained run (meta-testing), optionally on unseen tasks"
     )
@@ -191,6 +185,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", dest="out", help="where to write the fine-tuned run (default RUN_DIR/finetune)"
     )
     finetuning.set_defaults(func=cmd_finetune)
+
+
+def _add_sweep_parser(sub: Any) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a sweep (sparsekit sweep SWEEP.yaml) or report one (sweep report SWEEP_DIR)",
+    )
+    sweep.add_argument("target", nargs="+", metavar="SWEEP.yaml | report SWEEP_DIR")
+    _add_set_option(sweep, "override a sweep field (e.g. seeds=[0,1], base.steps=100); repeatable")
+    sweep.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="sweep report: the split whose metrics are reported (val: for choosing settings)",
+    )
+    sweep.set_defaults(func=cmd_sweep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsekit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment from a YAML config")
+    run.add_argument("config", help="YAML file of ExperimentConfig fields")
+    _add_set_option(run, "override a config field (dotted keys for nested fields); repeatable")
+    run.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
+    run.set_defaults(func=cmd_run)
+    _add_finetune_parser(sub)
     plugins = sub.add_parser("plugins", help="list the registered plugins")
     plugins.add_argument("--kind", help="only this kind (penalty, learner, ...)")
     plugins.set_defaults(func=cmd_plugins)
@@ -207,19 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compact.add_argument("run_dir", metavar="RUN_DIR")
     compact.set_defaults(func=cmd_compact)
-    sweep = sub.add_parser(
-        "sweep",
-        help="run a sweep (sparsekit sweep SWEEP.yaml) or report one (sweep report SWEEP_DIR)",
-    )
-    sweep.add_argument("target", nargs="+", metavar="SWEEP.yaml | report SWEEP_DIR")
-    _add_set_option(sweep, "override a sweep field (e.g. seeds=[0,1], base.steps=100); repeatable")
-    sweep.add_argument(
-        "--split",
-        choices=("test", "val"),
-        default="test",
-        help="sweep report: the split whose metrics are reported (val: for choosing settings)",
-    )
-    sweep.set_defaults(func=cmd_sweep)
+    _add_sweep_parser(sub)
     return parser
 
 

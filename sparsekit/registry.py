@@ -161,7 +161,12 @@ class Registry:
             )
 
     def add(
-        self, kind: str, cls: type, plugin: str = "local", dist: str = "local", version: str = ""
+        self,
+        kind: str,
+        cls: type,
+        plugin: str = "runtime",
+        dist: str = "runtime",
+        version: str = "",
     ) -> None:
         """Register a component class of ``kind`` (what a plugin's ``register`` call does).
 

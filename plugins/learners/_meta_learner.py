@@ -307,17 +307,9 @@ class MetaTrainer:
     def run(self) -> TrainingHistory:
         """All meta-steps, with validation every ``eval_every`` and early stopping."""
         settings, context = self.context.settings, self.context
-        monitor = Monitor(
-            context.model,
-            context.val,
-            context.tasks,
-            context.combiner,
-            context.device,
-            total=settings.steps,
-            eval_every=settings.eval_every,
-            patience=settings.patience,
-            checkpointed=[context.model, context.combiner, self.lam],
-            on_step=context.on_step,
+        monitor = Monitor.for_context(
+            context,
+            [context.model, context.combiner, self.lam],
             log_every=self.learner.config.log_every,
         )
         extra = monitor.history.extra

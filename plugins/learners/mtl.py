@@ -83,19 +83,8 @@ class MTLLearner(Learner):
             num_workers=settings.num_workers,
             drop_last=True,
         )
-        monitor = Monitor(
-            model,
-            context.val,
-            context.tasks,
-            context.combiner,
-            context.device,
-            total=settings.steps,
-            eval_every=settings.eval_every,
-            patience=settings.patience,
-            checkpointed=[model, context.combiner],
-            on_step=context.on_step,
-            log_every=self.config.log_every,
-            non_blocking=settings.pin_memory,
+        monitor = Monitor.for_context(
+            context, [model, context.combiner], log_every=self.config.log_every
         )
         model.train()
         pruner = context.pruner

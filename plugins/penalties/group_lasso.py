@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 
 from sparsekit.interfaces import ComponentConfig, Penalty
+from sparsekit.nn.groups import zero_channel_groups
+from sparsekit.nn.prox import check_precond, step_lam
 
 #: Newton iterations allowed for the preconditioned prox; it converges quadratically from below,
 #: and in one step when D is constant over a group, so this cap is never reached in practice.
@@ -101,11 +103,7 @@ def scale_groups_(weight: Tensor, scale: Tensor) -> Tensor:
 
 def _threshold(weight: Tensor, step: float | Tensor, lam: float | Tensor) -> float | Tensor:
     """τ = step·λ·√n_g, kept a Python float when possible and in the weight's dtype otherwise."""
-    if isinstance(step, Tensor):
-        step = step.to(dtype=weight.dtype, device=weight.device)
-    if isinstance(lam, Tensor):
-        lam = lam.to(dtype=weight.dtype, device=weight.device)
-    return step * lam * math.sqrt(group_size(weight))
+    return step_lam(weight, step, lam) * math.sqrt(group_size(weight))
 
 
 def _newton_radius(
@@ -227,7 +225,7 @@ class GroupLassoPenalty(Penalty):
     def _precond_prox(
         self, z: Tensor, tau: float | Tensor, precond: Tensor, dims: tuple[int, ...]
     ) -> Tensor:
-        _check_precond(z, precond)
+        check_precond(z, precond)
         active = (precond * z).square().sum(dim=dims, keepdim=True) > tau * tau
         r = precond_group_radius(z, precond, tau, active, dims)
         # x_i = D_i z_i r / (D_i r + τ) = z_i r / (r + τ/D_i)
@@ -279,13 +277,4 @@ class GroupLassoPenalty(Penalty):
 
     def active_mask(self, weight: Tensor) -> Tensor:
         """Bool ``[C_in]``: True for input channels with at least one non-zero weight."""
-        dims = group_dims(weight)
-        return weight.detach().abs().amax(dim=dims) > 0
-
-
-def _check_precond(weight: Tensor, precond: Tensor) -> None:
-    if precond.shape != weight.shape:
-        raise ValueError(
-            f"precond must have the weight's shape {tuple(weight.shape)}, got "
-            f"{tuple(precond.shape)}"
-        )
+        return ~zero_channel_groups(weight)

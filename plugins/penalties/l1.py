@@ -14,15 +14,7 @@ import torch
 from torch import Tensor
 
 from sparsekit.interfaces import ComponentConfig, Penalty
-
-
-def _threshold(weight: Tensor, step: float | Tensor, lam: float | Tensor) -> float | Tensor:
-    """t = step·λ, kept a Python float when possible and in the weight's dtype otherwise."""
-    step, lam = (
-        v.to(dtype=weight.dtype, device=weight.device) if isinstance(v, Tensor) else v
-        for v in (step, lam)
-    )
-    return step * lam
+from sparsekit.nn.prox import check_precond, step_lam
 
 
 class L1Penalty(Penalty):
@@ -64,9 +56,9 @@ class L1Penalty(Penalty):
         Returns:
             The prox, shaped like ``weight``; differentiable where non-zero.
         """
-        t = _threshold(weight, step, lam)
+        t = step_lam(weight, step, lam)
         if precond is not None:
-            _check_precond(weight, precond)
+            check_precond(weight, precond)
             t = t / precond
         return torch.sign(weight) * torch.relu(weight.abs() - t)
 
@@ -91,9 +83,9 @@ class L1Penalty(Penalty):
         with torch.no_grad():
             lam_d = lam.detach() if isinstance(lam, Tensor) else lam
             step_d = step.detach() if isinstance(step, Tensor) else step
-            t = _threshold(weight, step_d, lam_d)
+            t = step_lam(weight, step_d, lam_d)
             if precond is not None:
-                _check_precond(weight, precond)
+                check_precond(weight, precond)
                 t = t / precond
             elif not isinstance(t, Tensor):
                 t = torch.as_tensor(t, dtype=weight.dtype, device=weight.device)
@@ -103,11 +95,3 @@ class L1Penalty(Penalty):
     def active_mask(self, weight: Tensor) -> Tensor:
         """Bool mask shaped like ``weight``: True where the weight is non-zero."""
         return weight.detach() != 0
-
-
-def _check_precond(weight: Tensor, precond: Tensor) -> None:
-    if precond.shape != weight.shape:
-        raise ValueError(
-            f"precond must have the weight's shape {tuple(weight.shape)}, got "
-            f"{tuple(precond.shape)}"
-        )

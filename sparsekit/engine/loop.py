@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from sparsekit.data.loading import make_loader, to_device
-from sparsekit.interfaces import StepInfo, TrainingHistory
+from sparsekit.interfaces import StepInfo, TrainingContext, TrainingHistory
 from sparsekit.nn.sparsity import sparsity
 from sparsekit.tasks import Task, task_losses
 
@@ -131,6 +131,30 @@ class Monitor:
         self.stopper = EarlyStopping(patience, checkpointed)
         self.history = TrainingHistory()
         self.last_step = 0
+
+    @classmethod
+    def for_context(
+        cls,
+        context: TrainingContext,
+        checkpointed: Sequence[nn.Module],
+        log_every: int | None = None,
+    ) -> Monitor:
+        """The monitor of a learner's run: its model, validation split, tasks and settings."""
+        settings = context.settings
+        return cls(
+            context.model,
+            context.val,
+            context.tasks,
+            context.combiner,
+            context.device,
+            total=settings.steps,
+            eval_every=settings.eval_every,
+            patience=settings.patience,
+            checkpointed=checkpointed,
+            on_step=context.on_step,
+            log_every=log_every,
+            non_blocking=settings.pin_memory,
+        )
 
     def is_eval_step(self, step: int) -> bool:
         """Whether ``step`` is evaluated: every ``eval_every`` steps and the last one."""

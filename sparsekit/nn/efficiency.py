@@ -213,7 +213,28 @@ def measure_efficiency(
         probe_shape = (*input_shape[:-2], *(min(s, TRACE_SIZE) for s in input_shape[-2:]))
         probe = _random_input((1, *probe_shape), device, dtype)
         compact_model = compact(model, probe)
-    one = _random_input((1, *input_shape), device, dtype)
+    models = {"dense": model, "compact": compact_model}
+    latency: dict[str, dict[str, float]] = {"dense": {}, "compact": {}}
+    for batch in batch_sizes:
+        x = _random_input((batch, *input_shape), device, dtype)
+        for label, seconds in measure_latency(models, x, repeats, warmup, threads).items():
+            latency[label][str(batch)] = 1e3 * seconds
+    speedups = {b: latency["dense"][b] / latency["compact"][b] for b in latency["dense"]}
+    return {
+        **_size_figures(model, compact_model, _random_input((1, *input_shape), device, dtype)),
+        "speedup": speedups[str(max(batch_sizes))] if speedups else None,
+        "input_shape": [int(s) for s in input_shape],
+        "latency_ms": latency,
+        "speedup_by_batch": speedups,
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "repeats": repeats,
+        "warmup": warmup,
+        "min_sample_s": MIN_SAMPLE_S,
+    }
+
+
+def _size_figures(model: nn.Module, compact_model: nn.Module, one: Tensor) -> dict[str, Any]:
+    """CR and Sp with the parameter and FLOPs counts they come from, on one input ``one``."""
     total, nonzero = backbone_parameter_counts(model)
     compact_total, _ = backbone_parameter_counts(compact_model)
     counted = {
@@ -222,19 +243,9 @@ def measure_efficiency(
     }
     flops = {label: counts[""] for label, counts in counted.items()}
     backbone_flops = {label: counts["backbone"] for label, counts in counted.items()}
-    latency: dict[str, dict[str, float]] = {"dense": {}, "compact": {}}
-    for batch in batch_sizes:
-        x = _random_input((batch, *input_shape), device, dtype)
-        medians = measure_latency(
-            {"dense": model, "compact": compact_model}, x, repeats, warmup, threads
-        )
-        for label, seconds in medians.items():
-            latency[label][str(batch)] = 1e3 * seconds
-    speedups = {b: latency["dense"][b] / latency["compact"][b] for b in latency["dense"]}
     return {
         "cr": total / nonzero if nonzero else float("inf"),
         "sp": flops["dense"] / flops["compact"],
-        "speedup": speedups[str(max(batch_sizes))] if speedups else None,
         "cr_physical": total / compact_total,
         "sp_backbone": backbone_flops["dense"] / backbone_flops["compact"],
         "backbone_params": total,
@@ -246,13 +257,6 @@ def measure_efficiency(
         "flops_compact": flops["compact"],
         "backbone_flops_dense": backbone_flops["dense"],
         "backbone_flops_compact": backbone_flops["compact"],
-        "input_shape": [int(s) for s in input_shape],
-        "latency_ms": latency,
-        "speedup_by_batch": speedups,
-        "threads": threads if threads is not None else torch.get_num_threads(),
-        "repeats": repeats,
-        "warmup": warmup,
-        "min_sample_s": MIN_SAMPLE_S,
     }
 
 

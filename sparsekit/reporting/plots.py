@@ -265,34 +265,11 @@ def plot_lambda_diagnostics(
     lam = [v if isinstance(v, int | float) else sum(v) / len(v) for v in lam_history]
     axes[0].plot(range(1, len(lam) + 1), lam, color="tab:red")
     axes[0].set_title("λ")
-    grads = [(i + 1, g) for i, g in enumerate(extra.get("lam_grad", [])) if g is not None]
-    if grads:
-        axes[1].plot([s for s, _ in grads], [g for _, g in grads], color="tab:gray", lw=0.6)
-        axes[1].set_yscale("symlog", linthresh=max(1e-6, min(abs(g) for _, g in grads) or 1e-6))
-        twin = axes[1].twinx()
-        windows = range(0, len(grads), SIGN_WINDOW)
-        fractions = [
-            sum(1 for _, g in grads[w : w + SIGN_WINDOW] if g > 0) / len(grads[w : w + SIGN_WINDOW])
-            for w in windows
-        ]
-        twin.step([grads[w][0] for w in windows], fractions, where="post", color="tab:blue")
-        twin.set_ylim(0, 1)
-        twin.set_ylabel("fraction > 0", color="tab:blue")
-    axes[1].set_title("meta-gradient dL/dλ")
+    _plot_lam_gradients(axes[1], extra.get("lam_grad", []))
     steps = [row["step"] for row in profile]
-    quantiles = extra.get("group_norm_quantiles", [])
-    thresholds = extra.get("outer_threshold", [])
-    if quantiles and len(quantiles) == len(steps):
-        for index, label in enumerate(("10 %", "50 %", "90 %")):
-            axes[2].plot(
-                steps, [q[index] if q else math.nan for q in quantiles], label=f"‖w_g‖/√n_g {label}"
-            )
-    if thresholds and len(thresholds) == len(steps):
-        values = [t if isinstance(t, int | float) else sum(t) / len(t) for t in thresholds]
-        axes[2].plot(steps, values, "k--", label="α_out·λ")
-    axes[2].set_yscale("log")
-    axes[2].set_title("outer threshold and group norms")
-    axes[2].legend(fontsize=7)
+    _plot_thresholds(
+        axes[2], steps, extra.get("group_norm_quantiles", []), extra.get("outer_threshold", [])
+    )
     axes[3].plot(steps, [100 * row["parameter"] for row in profile], color="tab:green")
     axes[3].set_ylim(0, 100)
     axes[3].set_title("% parameter sparsity")
@@ -302,6 +279,41 @@ def plot_lambda_diagnostics(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_lam_gradients(ax: Any, lam_grad: Sequence[float | None]) -> None:
+    """λ's meta-gradient per meta-step and the windowed fraction of positive ones."""
+    grads = [(i + 1, g) for i, g in enumerate(lam_grad) if g is not None]
+    if grads:
+        ax.plot([s for s, _ in grads], [g for _, g in grads], color="tab:gray", lw=0.6)
+        ax.set_yscale("symlog", linthresh=max(1e-6, min(abs(g) for _, g in grads) or 1e-6))
+        twin = ax.twinx()
+        windows = range(0, len(grads), SIGN_WINDOW)
+        fractions = [
+            sum(1 for _, g in grads[w : w + SIGN_WINDOW] if g > 0) / len(grads[w : w + SIGN_WINDOW])
+            for w in windows
+        ]
+        twin.step([grads[w][0] for w in windows], fractions, where="post", color="tab:blue")
+        twin.set_ylim(0, 1)
+        twin.set_ylabel("fraction > 0", color="tab:blue")
+    ax.set_title("meta-gradient dL/dλ")
+
+
+def _plot_thresholds(
+    ax: Any, steps: Sequence[float], quantiles: Sequence[Any], thresholds: Sequence[Any]
+) -> None:
+    """The outer prox threshold against the group-norm quantiles at every evaluation."""
+    if quantiles and len(quantiles) == len(steps):
+        for index, label in enumerate(("10 %", "50 %", "90 %")):
+            ax.plot(
+                steps, [q[index] if q else math.nan for q in quantiles], label=f"‖w_g‖/√n_g {label}"
+            )
+    if thresholds and len(thresholds) == len(steps):
+        values = [t if isinstance(t, int | float) else sum(t) / len(t) for t in thresholds]
+        ax.plot(steps, values, "k--", label="α_out·λ")
+    ax.set_yscale("log")
+    ax.set_title("outer threshold and group norms")
+    ax.legend(fontsize=7)
 
 
 def plot_run(record: Any, directory: Path) -> None:

@@ -23,6 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
 from sparsekit.reporting.columns import EFFICIENCY_COLUMNS, Column, arrow, metric_columns
 from sparsekit.sweep.store import RunRow
 
@@ -225,57 +230,12 @@ def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
     Rows that differ only in λ form one curve, drawn through their points in order of sparsity
     and annotated with λ; every other row is a single point.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     columns = report_columns(rows, primary_only=True)
     if not columns:
         return
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.8), squeeze=False)
-    colours = plt.get_cmap("tab10" if len(_series(rows)) <= 10 else "tab20")
-    markers = "osD^v<>pPX*h"
     for ax, (task, metric, up) in zip(axes[0], columns, strict=True):
-        means: list[float] = []
-        for index, (name, members) in enumerate(_series(rows).items()):
-            points = []
-            for row in members:
-                xs = row.values(lambda r: (r.sparsity or {}).get("parameter"))
-                (x, xerr), (y, yerr) = (
-                    mean_std([100 * v for v in xs]),
-                    mean_std(row.values(_metric(task, metric))),
-                )
-                if x is not None and y is not None:
-                    points.append((x, xerr, y, yerr, row.keys.get(CURVE_KEY)))
-            if not points:
-                continue
-            means.extend(p[2] for p in points)
-            points.sort(key=lambda p: p[0])
-            colour = colours(index % colours.N)
-            ax.errorbar(
-                [p[0] for p in points],
-                [p[2] for p in points],
-                xerr=[p[1] or 0.0 for p in points],
-                yerr=[p[3] or 0.0 for p in points],
-                fmt=markers[index % len(markers)] + ("-" if len(points) > 1 else ""),
-                color=colour,
-                capsize=3,
-                markersize=4,
-                linewidth=1,
-                label=name,
-            )
-            if len(points) > 1:
-                for x, _, y, _, lam in points:
-                    if lam is not None:
-                        ax.annotate(
-                            lam,
-                            (x, y),
-                            fontsize=6,
-                            color=colour,
-                            xytext=(2, 3),
-                            textcoords="offset points",
-                        )
+        means = _plot_series(ax, rows, task, metric)
         limits = _robust_limits(means)
         if limits is not None:
             ax.set_ylim(*limits)
@@ -291,6 +251,47 @@ def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
     fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(labels) / 3), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_series(ax: Any, rows: Sequence[ReportRow], task: str, metric: str) -> list[float]:
+    """Every series of ``rows`` on ``ax`` for one metric; returns the means drawn."""
+    series = _series(rows)
+    colours = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
+    markers = "osD^v<>pPX*h"
+    means: list[float] = []
+    for index, (name, members) in enumerate(series.items()):
+        points = []
+        for row in members:
+            xs = row.values(lambda r: (r.sparsity or {}).get("parameter"))
+            (x, xerr), (y, yerr) = (
+                mean_std([100 * v for v in xs]),
+                mean_std(row.values(_metric(task, metric))),
+            )
+            if x is not None and y is not None:
+                points.append((x, xerr, y, yerr, row.keys.get(CURVE_KEY)))
+        if not points:
+            continue
+        means.extend(p[2] for p in points)
+        points.sort(key=lambda p: p[0])
+        colour = colours(index % colours.N)
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[2] for p in points],
+            xerr=[p[1] or 0.0 for p in points],
+            yerr=[p[3] or 0.0 for p in points],
+            fmt=markers[index % len(markers)] + ("-" if len(points) > 1 else ""),
+            color=colour,
+            capsize=3,
+            markersize=4,
+            linewidth=1,
+            label=name,
+        )
+        for x, _, y, _, lam in points if len(points) > 1 else []:
+            if lam is not None:
+                ax.annotate(
+                    lam, (x, y), fontsize=6, color=colour, xytext=(2, 3), textcoords="offset points"
+                )
+    return means
 
 
 def with_split_metrics(runs: Sequence[RunRow], split: str) -> list[RunRow]:

@@ -8,7 +8,9 @@ import pytest
 from sparsekit import tasks as task_module
 from sparsekit.tasks import Task
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = (
+    next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file()) / "docs"
+)
 
 
 def _sections(text: str) -> dict[str, str]:

@@ -9,7 +9,11 @@ from sparsekit.testing import CHECKS
 
 HOOKS_BY_KIND = {name: kind.hook for name, kind in KINDS.items()}
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+DOCS = (
+    next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    / "docs"
+    / "plugins.md"
+)
 
 
 def _hook_functions():

@@ -9,7 +9,10 @@ from sparsekit.nn import backbone_conv_weights
 from sparsekit.registry import create
 from sparsekit.sweep import Sweep
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = (
+    next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    / "configs"
+)
 
 
 def backbone_parameters(model_spec, dataset_spec):
