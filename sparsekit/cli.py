@@ -17,7 +17,7 @@ from sparsekit.errors import ConfigError, PluginError
 from sparsekit.nn.efficiency import backbone_parameter_counts
 from sparsekit.registry import list_plugins
 from sparsekit.reporting.plots import plot_metrics_vs_efficiency
-from sparsekit.reporting.tables import results_table
+from sparsekit.reporting.tables import kinds_markdown, results_table
 from sparsekit.runs.store import CHECKPOINT_FILE, Result, compact_run
 from sparsekit.sweep import Sweep, SweepInterrupted
 
@@ -75,6 +75,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(kinds_markdown())
+        return 0
 
     rows = list_plugins(args.kind)
     width = max((len(r.kind) for r in rows), default=4)
@@ -214,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_parser(sub)
     plugins = sub.add_parser("plugins", help="list the registered plugins")
     plugins.add_argument("--kind", help="only this kind (penalty, learner, ...)")
+    plugins.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print every kind's contract as Markdown (the generated part of docs/plugins.md)",
+    )
     plugins.set_defaults(func=cmd_plugins)
     report = sub.add_parser("report", help="metrics table of one or more run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

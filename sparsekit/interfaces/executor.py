@@ -38,7 +38,10 @@ class Executor(Component):
 
     The sweep hands an executor one batch at a time; the calls of a batch do not depend on each
     other. Outcomes are reported in the calling process, so the caller alone writes results
-    even when the calls ran on other machines.
+    even when the calls ran on other machines. ``map_unordered(fn, items, on_start, on_done)``
+    calls a module-level function on every item and reports each outcome (value or error text)
+    exactly once; on Ctrl-C it cancels what has not finished and re-raises.
+    ``threads_per_call(count)`` is the torch thread count each call gets.
 
     Kind ``executor`` (hook ``sparsekit_register_executors``).
     """

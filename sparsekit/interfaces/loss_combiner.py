@@ -29,6 +29,11 @@ class CombinerModule(nn.Module):
 class LossCombiner(Component):
     """Builds the :class:`CombinerModule` that turns ``{task: loss}`` into one scalar.
 
+    ``build(task_names)`` returns a module whose ``forward(losses)`` combines the losses of any
+    subset of the tasks (a meta-learning episode's, say) into one scalar, and whose
+    ``add_task(name)`` extends it to a task added for fine-tuning. Its parameters, if any, are
+    optimised with the model.
+
     Kind ``loss_combiner`` (hook ``sparsekit_register_loss_combiners``).
     """
 

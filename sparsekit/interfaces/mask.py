@@ -19,7 +19,8 @@ class MaskCriterion(Component):
     groups of the channel-wise group lasso); an element is one parameter. A criterion only scores;
     :meth:`keep_mask` (shared by every criterion) turns scores into a mask that zeroes exactly the
     target number of parameters, to one group at channel granularity and exactly at element
-    granularity.
+    granularity. ``scores(weights, granularity, generator)`` gives each group (``[C_in]``) or
+    element a score, lowest zeroed first.
 
     Kind ``mask`` (hook ``sparsekit_register_masks``).
     """

@@ -16,7 +16,10 @@ class RegrowthPolicy(Component):
 
     Only groups that are entirely zero may change; every other weight is left untouched.
     ``regrow(weights, grads, generator)`` re-initialises some of them in place and returns, per
-    weight, the mask of groups regrown.
+    weight, the mask ``[C_in]`` of groups regrown; ``grads`` (each weight's loss gradient, or
+    None) serves policies that rank groups by it, ``generator`` makes the choice reproducible.
+    ``regrows_to_zero`` says whether regrown groups keep the value 0 (they are only released from
+    a mask).
 
     Kind ``regrowth`` (hook ``sparsekit_register_regrowth_policies``).
     """

@@ -87,8 +87,9 @@ class SparsityScheduler(Component):
 
     A scheduler is configured by its own fields (rounds, update interval, ...) and learns the
     target and the step budget only when the experiment binds it with :meth:`schedule`; the
-    returned :class:`SparsitySchedule` is a frozen value with ``sparsity_at(step)`` and
-    ``is_update_step(step)``.
+    returned :class:`SparsitySchedule` is a frozen value with ``sparsity_at(step)`` in
+    ``[0, target]`` (ending at ``target``, never decreasing for a dense-to-sparse schedule) and
+    ``is_update_step(step)``. ``regrowth()`` names the regrowth policy of drop-and-grow, or None.
 
     Kind ``scheduler`` (hook ``sparsekit_register_schedulers``).
     """

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
+from sparsekit.registry import KINDS, get_registry
 from sparsekit.reporting.columns import EFFICIENCY_COLUMNS, arrow, record_columns
 from sparsekit.runs.record import RunRecord
 
@@ -56,3 +58,25 @@ def results_table(rows: Sequence[tuple[str, RunRecord]]) -> str:
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule, *map(line, body)])
+
+
+def kinds_markdown() -> str:
+    """The plugin kinds as Markdown: per kind its hook, interface, built-in components and the
+    interface's docstring, the kind's contract (``sparsekit plugins --markdown``)."""
+    registry = get_registry()
+    parts = []
+    for kind in KINDS.values():
+        rows = [r for r in registry.rows(kind.name) if r.distribution == "sparsekit"]
+        default = next((r.name for r in rows if registry.get(kind.name, r.name).is_default), None)
+        names = ", ".join(f"`{r.name}`" + (" (default)" if r.name == default else "") for r in rows)
+        contract = inspect.cleandoc(kind.interface.__doc__ or "")
+        contract = "\n".join(
+            line for line in contract.splitlines() if not line.startswith(f"Kind ``{kind.name}``")
+        ).strip()
+        parts.append(
+            f"### `{kind.name}`\n\n"
+            f"Hook `{kind.hook}`, interface `sparsekit.interfaces.{kind.interface.__name__}`; "
+            f"built-in components: {names or 'none'}.\n\n"
+            f"{contract}\n"
+        )
+    return "\n".join(parts)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from sparsekit import hookspecs
 from sparsekit.registry import KINDS
+from sparsekit.reporting.tables import kinds_markdown
 from sparsekit.testing import CHECKS
 
 HOOKS_BY_KIND = {name: kind.hook for name, kind in KINDS.items()}
@@ -53,3 +54,13 @@ def test_every_hook_names_its_kinds_interface():
         assert f"(kind ``{kind.name}``)" in doc, kind.hook
         contract = kind.interface.__doc__ or ""
         assert f"Kind ``{kind.name}`` (hook ``{kind.hook}``)" in contract, kind.interface
+
+
+def test_the_kinds_in_the_docs_are_generated_from_the_interfaces():
+    """docs/plugins.md holds exactly what ``sparsekit plugins --markdown`` prints."""
+    text = DOCS.read_text()
+    start = text.index("<!-- generated: sparsekit plugins --markdown -->\n") + len(
+        "<!-- generated: sparsekit plugins --markdown -->\n"
+    )
+    end = text.index("\n<!-- end of generated -->")
+    assert text[start:end] == kinds_markdown().rstrip()
