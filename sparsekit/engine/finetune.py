@@ -186,7 +186,7 @@ def finetune_stage(
         ConfigError: the stage's task lists do not fit the run or the data set.
         TrainingDiverged: the fine-tuning loss became NaN or infinite.
     """
-    started = time.perf_counter()
+    clock = {"started": time.perf_counter()}
     settings = stage_settings(parent, stage)
     settings.generator = seed_everything(settings.seed)  # also fixes the new heads' init
     provider = create("dataset", parent.config["dataset"])
@@ -199,24 +199,51 @@ def finetune_stage(
     }
     masks = freeze_zeros(plan.model, stage.granularity)
     active_before = {row.name: row.active for row in layer_channels(plan.model)}
-    ready = time.perf_counter()
+    clock["ready"] = time.perf_counter()
     with plan.frozen_without_grads():
         history = _train(plan, masks, data, settings, on_step or (lambda info: None))
     plan.model.train()
-    trained_at = time.perf_counter()
-    val_all = provider.load("val", everything) if everything != trained else data["val"]
-    outcome = final_metrics(
-        plan.model, plan.tasks, plan.combiner, val_all, data["test"], settings.device
-    )
-    finished = time.perf_counter()
-    result = _result(parent, stage, plan, run_dir, outcome.metrics, history, masks)
-    result.val_metrics = outcome.val_metrics
-    result.efficiency = efficiency_record(plan.model, data["test"])
-    result.layers = layer_rows(active_before, plan.model)
-    result.timings = timings(started, ready, trained_at, finished)
+    clock["trained"] = time.perf_counter()
+    data["val_all"] = provider.load("val", everything) if everything != trained else data["val"]
+    result = _record(parent, stage, plan, history, masks, data, active_before, clock)
+    result.config["run_dir"] = str(run_dir) if run_dir is not None else None
     if run_dir is not None:
         result.save(run_dir)
     return result
+
+
+def _record(
+    parent: Result,
+    stage: FinetuneConfig,
+    plan: FinetunePlan,
+    history: TrainingHistory,
+    masks: MaskSet,
+    data: dict[str, Dataset],
+    active_before: dict[str, int],
+    clock: dict[str, float],
+) -> Result:
+    """The fine-tuned result: the final model's validation and test metrics for every task."""
+    outcome = final_metrics(
+        plan.model, plan.tasks, plan.combiner, data["val_all"], data["test"], plan.device
+    )
+    finished = time.perf_counter()
+    return Result(
+        config={**parent.config, "finetune": stage.model_dump(mode="json")},
+        tasks=[t.name for t in plan.tasks],
+        metrics=outcome.metrics,
+        val_metrics=outcome.val_metrics,
+        metric_directions={t.name: dict(t.metrics) for t in plan.tasks},
+        sparsity=sparsity(plan.model),
+        layers=layer_rows(active_before, plan.model),
+        profile=history.profile,
+        timings=timings(clock["started"], clock["ready"], clock["trained"], finished),
+        best_step=history.best_step,
+        stopped_early=history.stopped_early,
+        extra={"finetune": _lineage(parent, stage, plan, masks)},
+        efficiency=efficiency_record(plan.model, data["test"]),
+        model=plan.model,
+        combiner=plan.combiner,
+    )
 
 
 def finetune(
@@ -271,21 +298,10 @@ def finetune(
     return finetune_stage(result, stage, run_dir=run_dir, on_step=on_step)
 
 
-def _result(
-    parent: Result,
-    stage: FinetuneConfig,
-    plan: FinetunePlan,
-    run_dir: str | Path | None,
-    metrics: dict[str, dict[str, float]],
-    history: TrainingHistory,
-    masks: MaskSet,
-) -> Result:
-    """The fine-tuned result, without layers and timings."""
-    config = {
-        **parent.config,
-        "finetune": stage.model_dump(mode="json"),
-        "run_dir": str(run_dir) if run_dir is not None else None,
-    }
+def _lineage(
+    parent: Result, stage: FinetuneConfig, plan: FinetunePlan, masks: MaskSet
+) -> dict[str, Any]:
+    """What a fine-tuned result records of the run it came from and of what the stage did."""
     record: dict[str, Any] = {
         "parent_run_dir": parent.config.get("run_dir"),
         "parent_tasks": list(parent.tasks),
@@ -299,18 +315,4 @@ def _result(
     }
     if parent.config.get("finetune") is not None:
         record["parent_finetune"] = parent.config["finetune"]
-    return Result(
-        config=config,
-        tasks=[t.name for t in plan.tasks],
-        metrics=metrics,
-        metric_directions={t.name: dict(t.metrics) for t in plan.tasks},
-        sparsity=sparsity(plan.model),
-        layers=[],
-        profile=history.profile,
-        timings={},
-        best_step=history.best_step,
-        stopped_early=history.stopped_early,
-        extra={"finetune": record},
-        model=plan.model,
-        combiner=plan.combiner,
-    )
+    return record

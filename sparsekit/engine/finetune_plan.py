@@ -30,6 +30,7 @@ class FinetunePlan:
         trained: the fine-tuned tasks, whose losses are optimised.
         added: names of the added tasks.
         frozen: modules without gradients, kept in eval mode (BatchNorm statistics fixed).
+        device: where the model is.
     """
 
     model: MultiTaskNet
@@ -38,6 +39,7 @@ class FinetunePlan:
     trained: list[Task]
     added: list[str]
     frozen: list[nn.Module]
+    device: torch.device
 
     def trainable(self) -> list[nn.Parameter]:
         """The model's parameters outside the frozen modules."""
@@ -141,4 +143,5 @@ def plan_finetune(
         trained=trained,
         added=added,
         frozen=frozen,
+        device=device,
     )

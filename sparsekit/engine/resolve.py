@@ -8,7 +8,6 @@ optimiser kind becomes the learner's default one (or the registry's).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sparsekit.config import ExperimentConfig, OptimizerConfig
 from sparsekit.errors import ConfigError
@@ -143,8 +142,3 @@ def train_settings(config: ExperimentConfig, pin_memory: bool = False) -> TrainS
         num_workers=config.num_workers,
         lam_warmup=config.lam_warmup,
     )
-
-
-def spec_of(component: Any) -> Any:
-    """A component's ``{"name": ..., **params}`` spec (a spec is returned as it is)."""
-    return component.spec() if hasattr(component, "spec") else component
