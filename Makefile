@@ -18,10 +18,10 @@ setup: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml scripts/install_learn2learn.py | $(PY)
+$(STAMP): pyproject.toml sparsekit/install_learn2learn.py | $(PY)
 	$(PIP) install $(TORCH_PINS)
 	$(PIP) install -e '.[dev]'
-	$(PY) scripts/install_learn2learn.py
+	$(PY) -m sparsekit.install_learn2learn
 	touch $@
 
 demo: $(STAMP)

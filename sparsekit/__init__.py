@@ -4,6 +4,7 @@ The public API: build and run experiments, fine-tune and compact their models, r
 list and create plugin components.
 """
 
+from sparsekit._version import __version__
 from sparsekit.config import ExperimentConfig, FinetuneConfig, OptimizerConfig, load_config
 from sparsekit.engine.experiment import Experiment
 from sparsekit.engine.finetune import finetune
@@ -12,8 +13,6 @@ from sparsekit.hookspecs import hookimpl
 from sparsekit.nn.compaction import compact
 from sparsekit.registry import create, list_plugins, reload_plugins
 from sparsekit.runs.store import Result
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",

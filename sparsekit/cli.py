@@ -13,7 +13,7 @@ from tqdm import tqdm
 from sparsekit.config import FinetuneConfig, parse_overrides
 from sparsekit.engine.experiment import Experiment
 from sparsekit.engine.finetune import finetune
-from sparsekit.errors import ConfigError, PluginError
+from sparsekit.errors import ConfigError, MissingDependency, PluginError
 from sparsekit.nn.efficiency import backbone_parameter_counts
 from sparsekit.registry import list_plugins
 from sparsekit.reporting.plots import plot_metrics_vs_efficiency
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, PluginError, FileNotFoundError) as exc:
+    except (ConfigError, PluginError, MissingDependency, FileNotFoundError) as exc:
         print(f"sparsekit: error: {exc}", file=sys.stderr)
         return 2
 

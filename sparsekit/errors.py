@@ -31,5 +31,9 @@ class CompactionError(RuntimeError):
     """The compacted network does not reproduce the masked network's outputs."""
 
 
-class ExecutorUnavailable(ImportError):
+class MissingDependency(ImportError):
+    """An optional dependency is not installed; the message says how to install it."""
+
+
+class ExecutorUnavailable(MissingDependency):
     """An executor's optional dependency is not installed; the message says how to install it."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -38,6 +39,7 @@ import torch
 from pydantic import ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
+from sparsekit.errors import MissingDependency
 from sparsekit.interfaces import (
     ComponentConfig,
     Penalty,
@@ -55,11 +57,21 @@ Batch = tuple[Tensor, dict[str, Tensor]]
 def import_learn2learn() -> ModuleType:
     """``learn2learn``, imported on first use.
 
-    Importing it pulls in ``gym``, which prints an unmaintained-package notice on stderr; the
-    notice is about gym, which sparsekit never uses, so it is swallowed.
+    Importing it pulls in ``gym``, which prints an unmaintained-package notice on stderr and may
+    warn; both are about gym, which sparsekit never uses, so they are swallowed.
+
+    Raises:
+        MissingDependency: learn2learn is not installed (with the command that installs it).
     """
-    with contextlib.redirect_stderr(io.StringIO()):
-        import learn2learn
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import learn2learn
+    except ImportError as exc:
+        raise MissingDependency(
+            "the meta-learners need learn2learn 0.2.0, which does not build from PyPI on "
+            "Python ≥ 3.11; install it with: python -m sparsekit.install_learn2learn"
+        ) from exc
     return learn2learn
 
 

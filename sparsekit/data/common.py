@@ -15,10 +15,9 @@ from pydantic import Field
 from torch import Tensor
 from torch.utils.data import Dataset
 
-#: Per-channel RGB mean and standard deviation (ImageNet's) used to centre the input images.
-#: The three disjoint splits of every data set.
-SPLITS = ("train", "val", "test")
+from sparsekit.interfaces.data import SPLITS
 
+#: Per-channel RGB mean and standard deviation (ImageNet's) used to centre the input images.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 

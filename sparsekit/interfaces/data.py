@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from sparsekit.tasks import Task
 
 
+#: The three disjoint splits of every data set.
+SPLITS = ("train", "val", "test")
+
+
 class DatasetProvider(Component):
     """Provides disjoint train/val/test splits of ``(image, {task: target})`` pairs.
 

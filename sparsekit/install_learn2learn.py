@@ -8,7 +8,7 @@ the installed metadata names exactly what is installed and `pip check` stays cle
 
 Run it with the environment's own interpreter (the Makefile does):
 
-    .venv/bin/python scripts/install_learn2learn.py
+    python -m sparsekit.install_learn2learn
 
 It does nothing when learn2learn 0.2.0 already imports, and exits non-zero when any step fails.
 """
