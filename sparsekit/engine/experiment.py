@@ -21,9 +21,11 @@ from typing import Any
 from sparsekit.config import ExperimentConfig, FinetuneConfig, build_config, load_config
 from sparsekit.engine.finetune import finetune_stage
 from sparsekit.engine.outcome import final_metrics, layer_rows, timings
+from sparsekit.engine.progress import PhaseReport, Progress, no_phase
 from sparsekit.engine.resolve import Resolved, resolve, train_settings
-from sparsekit.engine.runtime import resolve_device, seed_everything
+from sparsekit.engine.runtime import intra_op_threads, resolve_device, seed_everything
 from sparsekit.engine.scheduled import ScheduledRun, fit_scheduled, prepare_scheduled_run
+from sparsekit.engine.tracking import RunLoggers, resolve_loggers
 from sparsekit.errors import ConfigError
 from sparsekit.interfaces import StepInfo, TrainingContext, TrainingHistory
 from sparsekit.nn.efficiency import efficiency_record
@@ -80,13 +82,19 @@ def build(resolved: Resolved, on_step: Callable[[StepInfo], None]) -> Built:
 
 
 def record(
-    resolved: Resolved, built: Built, history: TrainingHistory, clock: dict[str, float]
+    resolved: Resolved,
+    built: Built,
+    history: TrainingHistory,
+    clock: dict[str, float],
+    phase: PhaseReport = no_phase,
 ) -> Result:
     """The result of the final model: validation and test metrics, sparsity, efficiency."""
     context = built.context
     model, combiner = context.model, context.combiner
+    phase("testing")
     outcome = final_metrics(model, context.tasks, combiner, context.val, built.test, context.device)
     finished = time.perf_counter()
+    phase("measuring efficiency")
     return Result(
         config=resolved.config.to_dict(),
         tasks=[t.name for t in context.tasks],
@@ -185,35 +193,75 @@ class Experiment:
         stage = self.config.finetune or debias_stage(resolved)
         return self.config.steps + (stage.steps if stage is not None else 0)
 
-    def run(self, on_step: Callable[[StepInfo], None] | None = None) -> Result:
+    def run(
+        self, on_step: Callable[[StepInfo], None] | None = None, progress: bool | None = None
+    ) -> Result:
         """Train, evaluate on the test split, and (with ``run_dir``) write the run directory.
 
         If anything fails, the run directory keeps the resolved config and an ``error.txt``.
+
+        Args:
+            on_step: called with a :class:`StepInfo` after every training step.
+            progress: show a progress bar; None (the default) shows it when standard error is
+                a terminal, False never.
         """
-        report = on_step or (lambda info: None)
         resolved = resolve(self.config)
+        resolved.config, loggers = resolve_loggers(resolved.config)
         cfg = resolved.config
+        # A device or package that is not there fails before anything is written.
+        resolve_device(cfg.device)
+        components = (resolved.learner, resolved.provider, resolved.builder, resolved.penalty)
+        for component in (*components, resolved.combiner, *loggers):
+            if component is not None:
+                component.check_available()
         run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else None
         if run_dir is not None:
             write_config(run_dir, cfg.to_dict())
+        tracking = RunLoggers(loggers, cfg.to_dict(), run_dir)
+        bar = Progress(self.total_steps, progress)
+        status = "failed"
         try:
-            result = train(resolved, report)
-            stage = cfg.finetune or debias_stage(resolved)
-            if stage is not None:
-                pretrained = result
-                result = second_stage(resolved, result, stage, run_dir, report)
-                if cfg.finetune is None:
-                    whole_run(result, pretrained, cfg.steps)
+            with intra_op_threads(cfg.threads):
+                tracking.start()
+                report = tracking.wrap(bar.chain(on_step))
+                result = self._train(resolved, run_dir, report, bar.phase)
+                if run_dir is not None:
+                    bar.phase("saving")
+                    result.save(run_dir)
+                tracking.finish(result)
+            status = "finished"
         except BaseException:
             if run_dir is not None:
                 write_error(run_dir, traceback.format_exc())
             raise
-        if run_dir is not None:
-            result.save(run_dir)
+        finally:
+            bar.close()
+            tracking.close(status)
+        return result
+
+    @staticmethod
+    def _train(
+        resolved: Resolved,
+        run_dir: Path | None,
+        report: Callable[[StepInfo], None],
+        phase: PhaseReport,
+    ) -> Result:
+        """Training, then the fine-tuning or debiasing stage when there is one."""
+        cfg = resolved.config
+        result = train(resolved, report, phase)
+        stage = cfg.finetune or debias_stage(resolved)
+        if stage is not None:
+            pretrained = result
+            phase("debiasing" if cfg.finetune is None else "fine-tuning")
+            result = second_stage(resolved, result, stage, run_dir, report, phase)
+            if cfg.finetune is None:
+                whole_run(result, pretrained, cfg.steps)
         return result
 
 
-def train(resolved: Resolved, on_step: Callable[[StepInfo], None]) -> Result:
+def train(
+    resolved: Resolved, on_step: Callable[[StepInfo], None], phase: PhaseReport = no_phase
+) -> Result:
     """Build the run, let the learner train it, and record the final model."""
     clock = {"started": time.perf_counter()}
     built = build(resolved, on_step)
@@ -223,7 +271,7 @@ def train(resolved: Resolved, on_step: Callable[[StepInfo], None]) -> Result:
     else:
         history = fit_scheduled(resolved.learner, built.context, built.scheduled)
     clock["trained"] = time.perf_counter()
-    return record(resolved, built, history, clock)
+    return record(resolved, built, history, clock, phase)
 
 
 def second_stage(
@@ -232,6 +280,7 @@ def second_stage(
     stage: FinetuneConfig,
     run_dir: Path | None,
     on_step: Callable[[StepInfo], None],
+    phase: PhaseReport = no_phase,
 ) -> Result:
     """The configured fine-tuning or debiasing stage; the pre-trained result goes to
     ``run_dir/pretrain``.
@@ -253,6 +302,13 @@ def second_stage(
     def after_pretraining(info: StepInfo) -> None:
         on_step(dataclasses.replace(info, step=cfg.steps + info.step, total=total))
 
-    result = finetune_stage(pretrained, stage, on_step=after_pretraining)
+    result = finetune_stage(
+        pretrained,
+        stage,
+        on_step=after_pretraining,
+        phase=phase,
+        provider=resolved.provider,
+        builder=resolved.builder,
+    )
     result.config = cfg.to_dict()
     return result

@@ -44,9 +44,12 @@ from sparsekit.data.loading import cycle, make_loader, to_device
 from sparsekit.engine.finetune_plan import FinetunePlan, plan_finetune
 from sparsekit.engine.loop import Monitor
 from sparsekit.engine.outcome import final_metrics, layer_rows, timings
+from sparsekit.engine.progress import PhaseReport, Progress, no_phase
 from sparsekit.engine.runtime import resolve_device, seed_everything
 from sparsekit.errors import ConfigError, TrainingDiverged
 from sparsekit.interfaces import (
+    DatasetProvider,
+    ModelBuilder,
     StepInfo,
     TrainingHistory,
     TrainSettings,
@@ -55,7 +58,7 @@ from sparsekit.nn.efficiency import efficiency_record
 from sparsekit.nn.masking import MaskSet, freeze_zeros
 from sparsekit.nn.sparsity import layer_channels, sparsity
 from sparsekit.registry import create
-from sparsekit.runs.store import Result
+from sparsekit.runs.store import Result, make_provider
 from sparsekit.tasks import task_losses
 
 
@@ -108,8 +111,16 @@ def _train(
         for step in range(1, settings.steps + 1):
             plan.set_modes()  # evaluate() puts every module back in training mode
             images, targets = to_device(next(batches), device, non_blocking=settings.pin_memory)
-            loss = plan.combiner(task_losses(plan.model(images, names), targets, plan.trained))
-            info = StepInfo(step, settings.steps, float(loss.detach()), 0.0)
+            losses = task_losses(plan.model(images, names), targets, plan.trained)
+            loss = plan.combiner(losses)
+            info = StepInfo(
+                step,
+                settings.steps,
+                float(loss.detach()),
+                0.0,
+                task_losses={name: float(value.detach()) for name, value in losses.items()},
+                lr=optimizer.param_groups[0]["lr"],
+            )
             if not math.isfinite(info.loss):
                 raise TrainingDiverged(f"the fine-tuning loss is {info.loss} at step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -167,6 +178,9 @@ def finetune_stage(
     stage: FinetuneConfig,
     run_dir: str | Path | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    phase: PhaseReport = no_phase,
+    provider: DatasetProvider | None = None,
+    builder: ModelBuilder | None = None,
 ) -> Result:
     """Fine-tune a trained run; ``parent`` is left unchanged.
 
@@ -175,6 +189,10 @@ def finetune_stage(
         stage: what to fine-tune and how.
         run_dir: where to save the fine-tuned result, or None.
         on_step: called with a :class:`StepInfo` after every fine-tuning step.
+        phase: called with the name of each phase after training as it begins.
+        provider: the data set, by default the one the run's config records (data given in
+            memory must be passed again).
+        builder: makes the heads of added tasks, by default the run's model builder.
 
     Returns:
         A new result: the fine-tuned model, its test metrics for every task of the model, and a
@@ -189,8 +207,9 @@ def finetune_stage(
     clock = {"started": time.perf_counter()}
     settings = stage_settings(parent, stage)
     settings.generator = seed_everything(settings.seed)  # also fixes the new heads' init
-    provider = create("dataset", parent.config["dataset"])
-    plan = plan_finetune(parent, stage, provider, settings.device)
+    if provider is None:
+        provider = make_provider(parent.config["dataset"])
+    plan = plan_finetune(parent, stage, provider, settings.device, builder)
     trained, everything = [t.name for t in plan.trained], [t.name for t in plan.tasks]
     data = {
         "train": provider.load("train", trained),
@@ -205,9 +224,10 @@ def finetune_stage(
     plan.model.train()
     clock["trained"] = time.perf_counter()
     data["val_all"] = provider.load("val", everything) if everything != trained else data["val"]
-    result = _record(parent, stage, plan, history, masks, data, active_before, clock)
+    result = _record(parent, stage, plan, history, masks, data, active_before, clock, phase)
     result.config["run_dir"] = str(run_dir) if run_dir is not None else None
     if run_dir is not None:
+        phase("saving")
         result.save(run_dir)
     return result
 
@@ -221,12 +241,15 @@ def _record(
     data: dict[str, Dataset],
     active_before: dict[str, int],
     clock: dict[str, float],
+    phase: PhaseReport = no_phase,
 ) -> Result:
     """The fine-tuned result: the final model's validation and test metrics for every task."""
+    phase("testing")
     outcome = final_metrics(
         plan.model, plan.tasks, plan.combiner, data["val_all"], data["test"], plan.device
     )
     finished = time.perf_counter()
+    phase("measuring efficiency")
     return Result(
         config={**parent.config, "finetune": stage.model_dump(mode="json")},
         tasks=[t.name for t in plan.tasks],
@@ -255,6 +278,8 @@ def finetune(
     optimizer: Any = None,
     run_dir: str | Path | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    progress: bool | None = None,
+    dataset: DatasetProvider | None = None,
     **overrides: Any,
 ) -> Result:
     """Fine-tune a run's model (meta-testing), possibly on added tasks; see finetuning.md.
@@ -270,6 +295,8 @@ def finetune(
         optimizer: an :class:`sparsekit.config.OptimizerConfig` or its fields as a dict.
         run_dir: where to save the fine-tuned result, or None.
         on_step: called with a :class:`sparsekit.interfaces.StepInfo` after every step.
+        progress: show a progress bar; None shows it when standard error is a terminal.
+        dataset: the data set of a run whose data was given in memory (``from_tensors``).
         **overrides: other :class:`sparsekit.config.FinetuneConfig` fields (``batch_size``,
             ``eval_every``, ``patience``, ``granularity``, ``seed``, ``device``).
 
@@ -295,7 +322,13 @@ def finetune(
         stage = FinetuneConfig(**fields)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, FinetuneConfig)) from None
-    return finetune_stage(result, stage, run_dir=run_dir, on_step=on_step)
+    bar = Progress(stage.steps, progress)
+    try:
+        return finetune_stage(
+            result, stage, run_dir, bar.chain(on_step), bar.phase, provider=dataset
+        )
+    finally:
+        bar.close()
 
 
 def _lineage(

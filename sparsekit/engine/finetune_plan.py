@@ -12,10 +12,10 @@ from torch import nn
 
 from sparsekit.config import FinetuneConfig
 from sparsekit.errors import ConfigError
-from sparsekit.interfaces import CombinerModule, DatasetProvider
+from sparsekit.interfaces import CombinerModule, DatasetProvider, ModelBuilder
 from sparsekit.nn import MultiTaskNet
 from sparsekit.registry import create
-from sparsekit.runs.store import Result
+from sparsekit.runs.store import Result, make_builder
 from sparsekit.tasks import Task
 
 
@@ -110,9 +110,15 @@ def _check_task_names(
 
 
 def plan_finetune(
-    parent: Result, stage: FinetuneConfig, provider: DatasetProvider, device: torch.device
+    parent: Result,
+    stage: FinetuneConfig,
+    provider: DatasetProvider,
+    device: torch.device,
+    builder: ModelBuilder | None = None,
 ) -> FinetunePlan:
     """Copy the trained model, add the new heads and decide what trains.
+
+    The new heads come from ``builder``, by default the one the run's config records.
 
     Raises:
         ValueError: ``parent`` holds no model.
@@ -127,7 +133,8 @@ def plan_finetune(
     added = list(stage.add_tasks)
     by_name = {t.name: t for t in provider.select_tasks([*parent.tasks, *added])}
     model: MultiTaskNet = copy.deepcopy(parent.model).to(device)
-    builder = create("model", parent.config["model"])
+    if builder is None:
+        builder = make_builder(parent.config["model"])
     for name in added:
         task = by_name[name]
         head = builder.build_head(task, model.backbone_channels).to(device)

@@ -2,14 +2,18 @@
 
 A bad name or parameter therefore fails at once, and the config a run records names every
 component it used: ``"default"`` becomes the name of the kind's default component, and an unset
-optimiser kind becomes the learner's default one (or the registry's).
+optimiser kind becomes the learner's default one (or the registry's). A backbone given as an
+``nn.Module`` becomes a :class:`~sparsekit.interfaces.GivenBackbone`; a config that only records
+one (``model: {name: module, ...}``) or data given in memory (``dataset: {name: in_memory,
+...}``) cannot run again, and says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sparsekit.config import ExperimentConfig, OptimizerConfig
+from sparsekit.config import GIVEN_MODULE, ExperimentConfig, OptimizerConfig
 from sparsekit.errors import ConfigError
 from sparsekit.interfaces import (
     DatasetProvider,
@@ -19,7 +23,9 @@ from sparsekit.interfaces import (
     Penalty,
     TrainSettings,
 )
+from sparsekit.interfaces.model import cannot_rebuild_message
 from sparsekit.registry import create, get_registry
+from sparsekit.runs.store import make_builder, make_provider
 
 #: The experiment's component fields and their plugin kinds.
 COMPONENT_KINDS = {
@@ -111,8 +117,8 @@ def resolve(config: ExperimentConfig) -> Resolved:
     resolved = Resolved(
         config=config,
         learner=learner,
-        provider=create("dataset", config.dataset),
-        builder=create("model", config.model),
+        provider=make_provider(config.dataset),
+        builder=model_builder(config.model),
         combiner=create("loss_combiner", config.loss_combiner),
         penalty=create("penalty", config.penalty) if config.penalty is not None else None,
     )
@@ -127,6 +133,17 @@ def resolve(config: ExperimentConfig) -> Resolved:
         }
     )
     return resolved
+
+
+def model_builder(spec: Any) -> ModelBuilder:
+    """The builder of the ``model`` field: a given backbone wrapped, a named one created.
+
+    Raises:
+        ConfigError: a record of a backbone given as an instance, which no config can rebuild.
+    """
+    if isinstance(spec, dict) and spec.get("name") == GIVEN_MODULE:
+        raise ConfigError(cannot_rebuild_message(str(spec.get("class", ""))))
+    return make_builder(spec)
 
 
 def train_settings(config: ExperimentConfig, pin_memory: bool = False) -> TrainSettings:

@@ -11,21 +11,31 @@ from sparsekit.interfaces.learner import (
     TrainingHistory,
     TrainSettings,
 )
+from sparsekit.interfaces.logger import Logger, RunInfo
 from sparsekit.interfaces.loss_combiner import CombinerModule, LossCombiner
 from sparsekit.interfaces.mask import MaskCriterion
-from sparsekit.interfaces.model import ModelBuilder
+from sparsekit.interfaces.model import (
+    BackboneBuilder,
+    BackboneConfig,
+    GivenBackbone,
+    ModelBuilder,
+)
 from sparsekit.interfaces.optimizer import OptimizerKind
 from sparsekit.interfaces.penalty import Penalty
 from sparsekit.interfaces.regrowth import RegrowthPolicy
 from sparsekit.interfaces.scheduler import SparsitySchedule, SparsityScheduler
 
 __all__ = [
+    "BackboneBuilder",
+    "BackboneConfig",
     "CombinerModule",
     "Component",
     "ComponentConfig",
     "DatasetProvider",
     "Executor",
+    "GivenBackbone",
     "Learner",
+    "Logger",
     "LossCombiner",
     "MaskCriterion",
     "ModelBuilder",
@@ -33,6 +43,7 @@ __all__ = [
     "Penalty",
     "Pruner",
     "RegrowthPolicy",
+    "RunInfo",
     "SparsitySchedule",
     "SparsityScheduler",
     "StepInfo",

@@ -10,7 +10,8 @@ network still spends the same FLOPs on those zeros. :func:`compact` removes them
    when every consumer's input group at that channel is zero and the channel reaches no model
    output. The BatchNorm shift of a removed channel still gives ``relu(β)``, a constant, but every
    reader multiplies it by zero weights, so the removal is exact. A channel that also flows through
-   a skip connection into a reader with non-zero weights (or into a head) stays.
+   a skip connection into a reader with non-zero weights (or into a head) stays. A depthwise conv
+   maps channel c to channel c, like a BatchNorm; other grouped convs and unknown layers keep all.
 2. Remaining zero input groups. A consumer whose zero groups read channels that must stay for other
    readers (the skip stream, the network's RGB input) drops those groups from its weight and reads
    only the channels it needs (:class:`ChannelSelectConv2d`, an ``index_select`` then the conv).
@@ -18,7 +19,9 @@ network still spends the same FLOPs on those zeros. :func:`compact` removes them
 Every layer keeps at least one channel, so a fully zeroed layer becomes a one-channel layer with
 zero weights rather than an empty one. The compact model's layer shapes are recorded by
 :func:`architecture` so that :func:`resize_to_architecture` can rebuild it from a dense model of
-the same builder (the run store saves and loads compact models).
+the same builder (the run store saves and loads compact models). What Torch-Pruning cannot trace
+or prune, and any output the compact model does not reproduce, raises a CompactionError naming the
+layer.
 
 References:
     Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023 (Torch-Pruning);
@@ -29,6 +32,7 @@ References:
 from __future__ import annotations
 
 import copy
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,62 +41,23 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from sparsekit.errors import CompactionError
+from sparsekit.nn.compact_layers import (
+    ChannelSelectConv2d,
+    architecture,
+    resize_to_architecture,
+    set_submodule,
+)
 from sparsekit.nn.groups import zero_channel_groups
+
+__all__ = ["ChannelSelectConv2d", "architecture", "compact", "resize_to_architecture"]
 
 #: Side of the square random input traced to build the dependency graph by default.
 DEFAULT_TRACE_SIZE = 64
 
 #: Graph nodes that only route channels (element-wise ops, concatenation, reshapes): a channel
 #: passing through them is removable when its readers allow it.
-_ROUTING_TYPES = frozenset(
-    {
-        tp.ops.OPTYPE.ELEMENTWISE,
-        tp.ops.OPTYPE.CONCAT,
-        tp.ops.OPTYPE.SPLIT,
-        tp.ops.OPTYPE.RESHAPE,
-        tp.ops.OPTYPE.SLICE,
-    }
-)
-
-
-class ChannelSelectConv2d(nn.Conv2d):
-    """A Conv2d that reads only the input channels listed in its ``input_index`` buffer.
-
-    It replaces a conv whose zeroed input groups read channels that other layers still need, so
-    the producer keeps them and this layer skips them. Its parameters are those of an
-    ``nn.Conv2d`` with ``in_channels = len(input_index)``; ``input_index`` is saved in the state
-    dict.
-    """
-
-    input_index: Tensor
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.register_buffer(
-            "input_index", torch.arange(self.in_channels, device=self.weight.device)
-        )
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, keep: Tensor) -> ChannelSelectConv2d:
-        """The conv restricted to the input channels ``keep`` (sorted indices into its input).
-
-        Raises:
-            ValueError: a grouped conv, whose input channels cannot be selected independently.
-        """
-        if conv.groups != 1:
-            raise ValueError(f"cannot select the inputs of a grouped conv ({conv})")
-        new = _conv_like(conv, cls, len(keep), conv.out_channels)
-        source = conv.input_index if isinstance(conv, ChannelSelectConv2d) else None
-        with torch.no_grad():
-            new.weight.copy_(conv.weight.index_select(1, keep))
-            if conv.bias is not None:
-                new.bias.copy_(conv.bias)  # type: ignore[union-attr]
-            new.input_index.copy_(keep if source is None else source[keep])
-        return new
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The conv of the selected input channels of ``x``."""
-        return super().forward(x.index_select(1, self.input_index))
+_OP = tp.ops.OPTYPE
+_ROUTING_TYPES = frozenset({_OP.ELEMENTWISE, _OP.CONCAT, _OP.SPLIT, _OP.RESHAPE, _OP.SLICE})
 
 
 def compact(
@@ -118,7 +83,8 @@ def compact(
 
     Raises:
         ValueError: ``model`` has no ``backbone`` or was compacted already.
-        CompactionError: with ``verify``, an output differs beyond the tolerance.
+        CompactionError: Torch-Pruning cannot trace or prune the model, or (with ``verify``) an
+            output differs beyond the tolerance; the message names the layer.
     """
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
@@ -131,11 +97,13 @@ def compact(
     x = _default_input(net) if example_input is None else example_input
     with torch.no_grad():
         reference = _flat_outputs(net(x))
-    _remove_producer_channels(net, x)
+    graph, plans = _producer_plans(net, x)
+    _prune(graph, plans, net)
     _select_nonzero_inputs(net.backbone)
     if verify:
-        with torch.no_grad():
-            _check_outputs(reference, _flat_outputs(net(x)), atol, rtol)
+        problem = _output_problem(net, x, reference, atol, rtol)
+        if problem is not None:
+            raise CompactionError(_culprit(model, x, reference, atol, rtol) or problem)
     return net
 
 
@@ -154,43 +122,111 @@ def _flat_outputs(outputs: Any) -> dict[str, Tensor]:
     return dict(outputs)
 
 
-def _check_outputs(
-    reference: dict[str, Tensor], outputs: dict[str, Tensor], atol: float, rtol: float
-) -> None:
+def _output_problem(
+    net: nn.Module, x: Tensor, reference: dict[str, Tensor], atol: float, rtol: float
+) -> str | None:
+    """How the outputs of ``net`` on ``x`` differ from ``reference`` (None: they agree)."""
+    try:
+        with torch.no_grad():
+            outputs = _flat_outputs(net(x))
+    except RuntimeError as exc:
+        return f"the compact model fails: {str(exc).splitlines()[0]}"
     for name, ref in reference.items():
         out = outputs[name]
         if out.shape != ref.shape or not torch.allclose(out, ref, atol=atol, rtol=rtol):
             diff = (out - ref).abs().max().item() if out.shape == ref.shape else float("nan")
-            raise CompactionError(
+            return (
                 f"output {name!r} of the compact model differs from the masked model's "
                 f"(max abs difference {diff:.3g}, shapes {tuple(out.shape)} vs {tuple(ref.shape)})"
             )
+    return None
 
 
-def _remove_producer_channels(net: nn.Module, x: Tensor) -> None:
-    """Pass 1: remove channels whose every reader has a zero input group there."""
+def _culprit(
+    model: nn.Module, x: Tensor, reference: dict[str, Tensor], atol: float, rtol: float
+) -> str | None:
+    """Which removal breaks the outputs: the steps of :func:`compact` redone one by one."""
+    net = copy.deepcopy(model).eval()
+    names = {module: name for name, module in net.named_modules()}
+    graph, plans = _producer_plans(net, x)
+    for root, idxs in plans:
+        _prune(graph, [(root, idxs)], net)
+        problem = _output_problem(net, x, reference, atol, rtol)
+        if problem is not None:
+            return (
+                f"removing {len(idxs)} output channels of layer {names[root]!r} and of the layers "
+                f"Torch-Pruning couples to them changes the outputs ({problem}): its graph "
+                f"misses how a layer after {names[root]!r} uses them; use the masked model."
+            )
+    return None
+
+
+def _producer_plans(net: nn.Module, x: Tensor) -> tuple[Any, list[tuple[nn.Conv2d, list[int]]]]:
+    """Pass 1's plan: for backbone convs, the output channels that no reader needs.
+
+    Raises:
+        CompactionError: Torch-Pruning cannot build the model's dependency graph.
+    """
     flags = [p.requires_grad for p in net.parameters()]
     for p in net.parameters():
         p.requires_grad_(True)  # the graph is traced through autograd
-    with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(net, example_inputs=x, verbose=False)
+    try:
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(net, example_inputs=x, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - Torch-Pruning fails in many ways on odd layers
+        raise CompactionError(_trace_failure(net, exc)) from exc
+    finally:
+        for p, flag in zip(net.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
     backbone_modules = set(net.backbone.modules())
-    plans = []
+    plans, coupled = [], set()
     for group in graph.get_all_groups(root_module_types=[nn.Conv2d]):
         root = group[0].dep.target.module
-        if root not in backbone_modules:
+        # A depthwise conv's outputs are its inputs' channels: those of an earlier group.
+        if root not in backbone_modules or root in coupled:
             continue
+        coupled.update(
+            item.dep.target.module for item in group if _is_depthwise(item.dep.target.module)
+        )
         removable = _removable_channels(graph, group, root.out_channels)
         if removable.all():
             removable[0] = False  # keep one channel: an empty layer is not a valid conv
         if removable.any():
             plans.append((root, removable.nonzero().flatten().tolist()))
-    # Every plan's indices refer to its own root's output channels, which no other group touches;
-    # the graph recomputes concatenation offsets for each new group.
+    return graph, plans
+
+
+def _prune(graph: Any, plans: list[tuple[nn.Conv2d, list[int]]], net: nn.Module) -> None:
+    """Pass 1: remove each plan's channels from its root and every layer coupled to them (a
+    CompactionError names the root if Torch-Pruning fails). A plan's indices are its own root's
+    output channels, which no other group touches; the graph recomputes concatenation offsets."""
     for root, idxs in plans:
-        graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs).prune(record_history=False)
-    for p, flag in zip(net.parameters(), flags, strict=True):
-        p.requires_grad_(flag)
+        try:
+            group = graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs)
+            group.prune(record_history=False)
+        except Exception as exc:  # noqa: BLE001 - see _producer_plans
+            name = next(n for n, m in net.named_modules() if m is root)
+            raise CompactionError(
+                f"Torch-Pruning cannot remove {len(idxs)} output channels of layer {name!r} and "
+                f"the layers coupled to them: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _trace_failure(net: nn.Module, exc: Exception) -> str:
+    """What Torch-Pruning could not trace, naming the nearest layer before the failing node."""
+    names = {module: name for name, module in net.named_modules()}
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    nodes = [[v for v in f.f_locals.values() if isinstance(v, tp.dependency.Node)] for f in frames]
+    queue, where = next((found[:1] for found in reversed(nodes) if found), []), ""
+    for node in queue:  # breadth first through the inputs, up to the nearest named layer
+        if node.module in names:
+            where = f" at an operation after layer {names[node.module]!r}"
+            break
+        queue.extend(n for n in node.inputs if n not in queue)
+    return (
+        f"Torch-Pruning cannot trace the channel dependencies of this model{where}: "
+        f"{type(exc).__name__}: {exc}. Its channels cannot be removed; use the masked model."
+    )
 
 
 def _removable_channels(graph: tp.DependencyGraph, group: Any, channels: int) -> Tensor:
@@ -200,6 +236,14 @@ def _removable_channels(graph: tp.DependencyGraph, group: Any, channels: int) ->
         node, handler = item.dep.target, item.dep.handler
         module = node.module
         root_idx = torch.as_tensor(item.root_idxs, dtype=torch.long)
+        if _is_depthwise(module):  # channel c in, channel c out: removable if its readers allow
+            feeding = _feeding_roots(group, item)
+            if feeding is None or not torch.equal(feeding, root_idx):
+                # Its channel c is another root channel than its input's (a concatenation of a
+                # layer's output with its depthwise conv's, as in GhostNet): keep both.
+                removable[root_idx] = False
+                removable[feeding if feeding is not None else root_idx] = False
+            continue
         if isinstance(module, (nn.Conv2d, nn.Linear)) and graph.is_in_channel_pruning_fn(handler):
             if getattr(module, "groups", 1) != 1:
                 removable[root_idx] = False
@@ -216,6 +260,28 @@ def _removable_channels(graph: tp.DependencyGraph, group: Any, channels: int) ->
     return removable
 
 
+def _feeding_roots(group: Any, item: Any) -> Tensor | None:
+    """The root channels of the input of a depthwise conv's ``item``, in the order of its
+    channels ``item.idxs``; None when no item of the group feeds it, or not all its channels."""
+    inputs = item.dep.target.inputs
+    feeder = next((other for other in group if other.dep.target in inputs), None)
+    if feeder is None:
+        return None
+    roots = dict(zip(feeder.idxs, feeder.root_idxs, strict=True))
+    if not all(i in roots for i in item.idxs):
+        return None
+    return torch.as_tensor([roots[i] for i in item.idxs], dtype=torch.long)
+
+
+def _is_depthwise(module: nn.Module) -> bool:
+    """A conv that maps each input channel to one output channel of its own (``groups = C``)."""
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == module.in_channels == module.out_channels
+        and module.groups > 1
+    )
+
+
 def _select_nonzero_inputs(backbone: nn.Module) -> None:
     """Pass 2: every backbone conv keeps only its non-zero input groups."""
     for name, conv in list(_convs(backbone)):
@@ -225,96 +291,10 @@ def _select_nonzero_inputs(backbone: nn.Module) -> None:
         keep = (~zero).nonzero().flatten()
         if keep.numel() == 0:
             keep = keep.new_zeros(1)  # keep one (zero) group: an empty conv is not valid
-        _set_submodule(backbone, name, ChannelSelectConv2d.from_conv(conv, keep))
+        set_submodule(backbone, name, ChannelSelectConv2d.from_conv(conv, keep))
 
 
 def _convs(module: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Conv2d):
             yield name, sub
-
-
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
-def _conv_like(
-    conv: nn.Conv2d, cls: type[nn.Conv2d], in_channels: int, out_channels: int
-) -> nn.Conv2d:
-    return cls(
-        in_channels,
-        out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
-        dilation=conv.dilation,  # type: ignore[arg-type]
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
-
-
-def architecture(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """The channel counts of every conv, BatchNorm and linear layer, by qualified name.
-
-    With the dense model's builder this is enough to rebuild a compact model
-    (:func:`resize_to_architecture`); JSON- and ``weights_only``-safe.
-    """
-    arch: dict[str, dict[str, Any]] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            kind = "select_conv2d" if isinstance(module, ChannelSelectConv2d) else "conv2d"
-            arch[name] = {"kind": kind, "in": module.in_channels, "out": module.out_channels}
-        elif isinstance(module, nn.BatchNorm2d):
-            arch[name] = {"kind": "batchnorm2d", "out": module.num_features}
-        elif isinstance(module, nn.Linear):
-            arch[name] = {"kind": "linear", "in": module.in_features, "out": module.out_features}
-    return arch
-
-
-def resize_to_architecture(model: nn.Module, arch: dict[str, dict[str, Any]]) -> nn.Module:
-    """Replace ``model``'s layers (in place) by fresh ones of the channel counts in ``arch``.
-
-    Args:
-        model: a freshly built dense model of the same configuration.
-        arch: the record made by :func:`architecture` on the compact model.
-
-    Returns:
-        ``model``, with uninitialised-by-training layers of the recorded shapes, ready for
-        ``load_state_dict``.
-
-    Raises:
-        ValueError: a recorded layer is missing or of another kind.
-    """
-    for name, spec in arch.items():
-        module = model.get_submodule(name)
-        kind = spec["kind"]
-        if kind in ("conv2d", "select_conv2d") and isinstance(module, nn.Conv2d):
-            cls = ChannelSelectConv2d if kind == "select_conv2d" else nn.Conv2d
-            new: nn.Module = _conv_like(module, cls, spec["in"], spec["out"])
-        elif kind == "batchnorm2d" and isinstance(module, nn.BatchNorm2d):
-            new = nn.BatchNorm2d(
-                spec["out"],
-                module.eps,
-                module.momentum,
-                module.affine,
-                module.track_running_stats,
-                device=_device_of(module),
-            )
-        elif kind == "linear" and isinstance(module, nn.Linear):
-            new = nn.Linear(
-                spec["in"], spec["out"], module.bias is not None, device=module.weight.device
-            )
-        else:
-            raise ValueError(f"layer {name!r} is a {type(module).__name__}, recorded as {kind}")
-        _set_submodule(model, name, new)
-    return model
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    tensor = next(iter(module.state_dict().values()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")

@@ -1,17 +1,21 @@
-"""Task heads shared by the model builders.
+"""Task heads shared by the model builders, and the probe that fits them to any backbone.
 
 A head maps the shared backbone's features ``[B, C, h, w]`` to one task's raw outputs: a
 :class:`DenseHead` to ``[B, out_channels, h, w]`` (the multi-task net upsamples it to the input
-size), an :class:`ImageHead` to ``[B, out_channels]``.
+size), an :class:`ImageHead` to ``[B, out_channels]``. :func:`probe_backbone` finds ``C`` by
+running a backbone once on a dummy image, and wraps a backbone that returns several feature maps
+(a list, tuple or dict) in :class:`LastFeatureMap`, which keeps one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 
+from sparsekit.errors import ConfigError
 from sparsekit.nn.multitask import MultiTaskNet
 
 if TYPE_CHECKING:
@@ -149,3 +153,85 @@ def _check_positive(**counts: int) -> None:
     if bad:
         details = ", ".join(f"{k}={v}" for k, v in bad.items())
         raise ValueError(f"channel counts must be at least 1, got {details}")
+
+
+class LastFeatureMap(nn.Module):
+    """A backbone that returns several feature maps, reduced to the one the heads read.
+
+    Args:
+        body: the backbone; it returns a list, tuple or dict of feature maps.
+        key: the entry kept: an index (``-1``, the deepest map of a list) or a dict key
+            (``"out"`` for torchvision's segmentation backbones).
+    """
+
+    def __init__(self, body: nn.Module, key: int | str) -> None:
+        super().__init__()
+        self.body = body
+        self.key = key
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The kept feature map of ``body(x)``."""
+        return self.body(x)[self.key]
+
+
+def _feature_key(output: Any) -> int | str | None:
+    """Which entry of a backbone's output the heads read (None: the output is one tensor)."""
+    if isinstance(output, Mapping):
+        return "out" if "out" in output else list(output)[-1]
+    if isinstance(output, (list, tuple)):
+        return -1
+    return None
+
+
+def probe_backbone(backbone: nn.Module, in_channels: int, size: int) -> tuple[nn.Module, int]:
+    """The backbone's output channels, found by running it on one dummy image.
+
+    The backbone runs once in eval mode without gradients on zeros ``[1, in_channels, size,
+    size]`` (on its own device); every module's training flag is restored afterwards. A backbone
+    that returns a list or tuple of feature maps (timm's ``features_only`` models) is wrapped to
+    return the last one; one that returns a dict (torchvision's segmentation backbones) to return
+    ``"out"``, or its last entry when it has no ``"out"``.
+
+    Args:
+        backbone: maps images ``[B, in_channels, H, W]`` to features ``[B, C, h, w]``.
+        in_channels: channels of the input images.
+        size: side of the dummy image.
+
+    Returns:
+        The backbone (wrapped in :class:`LastFeatureMap` when needed) and ``C``.
+
+    Raises:
+        ConfigError: the backbone fails on the dummy image, or its output is not a 4-D feature
+            map ``[B, C, h, w]``.
+    """
+    name = type(backbone).__name__
+    reference = next(iter(backbone.parameters()), None)
+    if reference is None:
+        reference = next(iter(backbone.buffers()), torch.zeros(()))
+    x = torch.zeros(1, in_channels, size, size, device=reference.device)
+    if reference.is_floating_point():
+        x = x.to(reference.dtype)
+    modes = {module: module.training for module in backbone.modules()}
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            output = backbone(x)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a backbone that does not fit
+        raise ConfigError(
+            f"the backbone {name} fails on a dummy batch of shape "
+            f"{list(x.shape)} ({in_channels} input channels, as the data set has): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    key = _feature_key(output)
+    if key is not None:
+        backbone, output = LastFeatureMap(backbone, key), output[key]
+    if not isinstance(output, Tensor) or output.dim() != 4:
+        shape = list(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ConfigError(
+            f"a backbone must map images [B, C, H, W] to a feature map [B, C', h, w]; "
+            f"{name} returned {shape} for an input of shape {list(x.shape)}"
+        )
+    return backbone, int(output.shape[1])

@@ -60,12 +60,16 @@ class MultiTaskNet(nn.Module):
 
 
 def backbone_conv_weights(model: MultiTaskNet) -> dict[str, torch.nn.Parameter]:
-    """Every 4-D conv weight of the shared backbone, by qualified name, in module order.
+    """The weight of every ungrouped conv of the shared backbone, by qualified name, in order.
 
     These are the weights sparsity penalties act on; BatchNorm, biases and heads are not penalised.
+    Grouped and depthwise convs (``groups > 1``) are left out: their channel group ``weight[:, c]``
+    reads one input channel of every group at once (of a depthwise conv: the whole layer), so it
+    is no channel that compaction could remove. Their channels are still removed with the convs
+    that produce and read them.
     """
     return {
         f"backbone.{name}.weight": module.weight
         for name, module in model.backbone.named_modules()
-        if isinstance(module, nn.Conv2d)
+        if isinstance(module, nn.Conv2d) and module.groups == 1
     }

@@ -17,7 +17,10 @@ import torch
 import yaml
 from torch import nn
 
+from sparsekit.config import GIVEN_MODULE
+from sparsekit.data.in_memory import IN_MEMORY, in_memory_message, recorded_tasks
 from sparsekit.errors import ConfigError
+from sparsekit.interfaces import DatasetProvider, GivenBackbone, ModelBuilder
 from sparsekit.nn.compaction import architecture, compact, resize_to_architecture
 from sparsekit.registry import create
 from sparsekit.reporting import plots
@@ -51,11 +54,24 @@ class Result(RunRecord):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, with_model: bool = True) -> Result:
+    def load(
+        cls, directory: str | Path, with_model: bool = True, backbone: nn.Module | None = None
+    ) -> Result:
         """Reload a saved result; with ``with_model`` the network is rebuilt and its weights loaded.
+
+        Args:
+            directory: the run directory.
+            with_model: rebuild the model and load its weights (``model.pt``).
+            backbone: for a run whose backbone was given as an ``nn.Module`` instance, that
+                backbone again (an instance of the same class and shape); the saved weights
+                are loaded into it and heads built around it (a copy of it: ``backbone`` itself
+                is not changed).
 
         Raises:
             FileNotFoundError: ``directory`` holds no saved result.
+            ConfigError: the run's backbone was given as an instance and no ``backbone`` is
+                passed, ``backbone`` is passed for a run whose model is configured, or the
+                saved weights do not fit it.
         """
         directory = Path(directory)
         path = directory / RESULT_FILE
@@ -65,8 +81,16 @@ class Result(RunRecord):
             )
         result = cls(**json.loads(path.read_text()))
         if with_model and (directory / CHECKPOINT_FILE).is_file():
-            result.model, result.combiner = build_model(result.config, result.tasks)
-            load_weights(result.model, result.combiner, directory, strict_combiner=True)
+            result.model, result.combiner = build_model(result.config, result.tasks, backbone)
+            try:
+                load_weights(result.model, result.combiner, directory, strict_combiner=True)
+            except RuntimeError as exc:
+                if backbone is None:
+                    raise
+                raise ConfigError(
+                    f"the saved weights of {str(directory)!r} do not fit the given backbone "
+                    f"{type(backbone).__name__}: {str(exc).splitlines()[0]}"
+                ) from exc
             result.model.eval()
         return result
 
@@ -82,18 +106,72 @@ def write_error(directory: Path, text: str) -> None:
     (directory / ERROR_FILE).write_text(text)
 
 
-def build_model(config: dict[str, Any], tasks: list[str]) -> tuple[nn.Module, nn.Module]:
+def build_model(
+    config: dict[str, Any], tasks: list[str], backbone: nn.Module | None = None
+) -> tuple[nn.Module, nn.Module]:
     """A fresh model and loss combiner for ``tasks`` from a run's (resolved) config.
 
     This is the one way a run's network is rebuilt: to reload it, to compact it, to read its
-    zero pattern.
+    zero pattern. A data set given in memory is not needed: its record holds the tasks' heads
+    and the input channels.
+
+    Args:
+        config: the run's resolved config.
+        tasks: the tasks whose heads are built.
+        backbone: the backbone of a run whose backbone was given as an instance.
+
+    Raises:
+        ConfigError: the backbone was given as an instance and ``backbone`` is None (the message
+            says how to reload such a run), or ``backbone`` is given for a configured model.
     """
-    provider = create("dataset", config["dataset"])
-    model = create("model", config["model"]).build(
-        provider.select_tasks(tasks), provider.in_channels
-    )
+    spec = config["dataset"]
+    if isinstance(spec, dict) and spec.get("name") == IN_MEMORY:
+        available, in_channels = recorded_tasks(spec)
+        by_name = {task.name: task for task in available}
+        selected = [by_name[name] for name in tasks]
+    else:
+        provider = make_provider(spec)
+        selected, in_channels = provider.select_tasks(tasks), provider.in_channels
+    model = make_builder(config["model"], backbone).build(selected, in_channels)
     combiner = create("loss_combiner", config["loss_combiner"]).build(tasks)
     return model, combiner
+
+
+def make_builder(spec: Any, backbone: nn.Module | None = None) -> ModelBuilder:
+    """The model builder of a config's ``model`` field.
+
+    An ``nn.Module`` becomes a :class:`~sparsekit.interfaces.GivenBackbone`; a run's record of
+    one (``{"name": "module", ...}``) a builder around ``backbone``, or, without it, one that
+    builds heads but raises a :class:`ConfigError` saying how to reload the run when asked for
+    a whole model. Anything else is made by the registry.
+
+    Raises:
+        ConfigError: ``backbone`` given for a model that is not a given backbone.
+        PluginError: an unknown model name.
+    """
+    if isinstance(spec, nn.Module):
+        return GivenBackbone(spec)
+    if isinstance(spec, dict) and spec.get("name") == GIVEN_MODULE:
+        return GivenBackbone.from_spec(spec, backbone)
+    if backbone is not None:
+        name = spec.get("name") if isinstance(spec, dict) else getattr(spec, "name", spec)
+        raise ConfigError(
+            f"backbone= replaces a backbone that was given as an nn.Module instance; this "
+            f"run's model {name!r} is rebuilt from its config"
+        )
+    return create("model", spec)
+
+
+def make_provider(spec: Any) -> DatasetProvider:
+    """The data set of a config's ``dataset`` field (made by the registry).
+
+    Raises:
+        ConfigError: a record of data given in memory (the message says what to do instead).
+        PluginError: an unknown data-set name.
+    """
+    if isinstance(spec, dict) and spec.get("name") == IN_MEMORY:
+        raise ConfigError(in_memory_message())
+    return create("dataset", spec)
 
 
 def load_weights(

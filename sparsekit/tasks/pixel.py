@@ -206,13 +206,13 @@ class DepthTask(Task):
     """Per-pixel depth regression; the head's raw output is the depth.
 
     Args:
-        name: the task's name.
+        name: the task's name (``"depth"`` by default).
     """
 
     metrics: ClassVar[dict[str, bool]] = {"mae": False, "rmse": False}
     primary_metric: ClassVar[str] = "mae"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str = "depth") -> None:
         super().__init__(name, "pixel", 1)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
@@ -254,13 +254,13 @@ class NormalsTask(Task):
     """Per-pixel surface normal estimation; the prediction is normalised to unit length.
 
     Args:
-        name: the task's name.
+        name: the task's name (``"normals"`` by default).
     """
 
     metrics: ClassVar[dict[str, bool]] = {"cosine": True, "mean_angle": False}
     primary_metric: ClassVar[str] = "cosine"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str = "normals") -> None:
         super().__init__(name, "pixel", 3)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
@@ -290,14 +290,14 @@ class EdgeTask(Task):
     """Per-pixel edge strength in [0, 1], regressed from the head's raw output (no sigmoid).
 
     Args:
-        name: the task's name.
+        name: the task's name (``"edges"`` by default).
         delta: the Huber loss's threshold between its quadratic and linear parts.
     """
 
     metrics: ClassVar[dict[str, bool]] = {"mae": False}
     primary_metric: ClassVar[str] = "mae"
 
-    def __init__(self, name: str, delta: float = 0.3) -> None:
+    def __init__(self, name: str = "edges", delta: float = 0.3) -> None:
         super().__init__(name, "pixel", 1)
         self.delta = delta
 

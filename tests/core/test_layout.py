@@ -178,7 +178,7 @@ def test_core_tests_import_no_builtin_plugin():
 #: Built-in names that are ordinary words, and the literals in sparsekit/ that use the word,
 #: not the plugin: (file, literal) pairs.
 WORD_NAMES_IN_USE = {
-    ("sparsekit/config.py", "random"),  # ExperimentConfig.init: random weights, not the mask
+    ("sparsekit/config/experiment.py", "random"),  # init: random weights, not the mask
     ("sparsekit/tasks/pixel.py", "none"),  # a depth normalisation, not the regrowth policy
     ("sparsekit/registry.py", "none"),  # "found: none" in a message
 }
