@@ -69,3 +69,8 @@ def sparsekit_register_executors(register: Register) -> None:
 @hookspec
 def sparsekit_register_optimizers(register: Register) -> None:
     """Register :class:`sparsekit.interfaces.OptimizerKind` classes (kind ``optimizer``)."""
+
+
+@hookspec
+def sparsekit_register_loggers(register: Register) -> None:
+    """Register :class:`sparsekit.interfaces.Logger` classes (kind ``logger``)."""

@@ -31,6 +31,7 @@ from sparsekit.interfaces import (
     DatasetProvider,
     Executor,
     Learner,
+    Logger,
     LossCombiner,
     MaskCriterion,
     ModelBuilder,
@@ -66,6 +67,7 @@ KINDS: dict[str, Kind] = {
         Kind("mask", MaskCriterion, "sparsekit_register_masks"),
         Kind("executor", Executor, "sparsekit_register_executors"),
         Kind("optimizer", OptimizerKind, "sparsekit_register_optimizers"),
+        Kind("logger", Logger, "sparsekit_register_loggers"),
     )
 }
 

@@ -50,6 +50,7 @@ from sparsekit_plugins.learners._meta import (
     MetaConfig,
     MetaState,
     episode_loss,
+    import_learn2learn,
     use_batch_statistics,
 )
 
@@ -132,6 +133,14 @@ class MetaLearner(Learner):
             held = scored(held_out)
             held = held if penalty is None else held + penalty
         return support_loss.detach(), query_loss, objective, held
+
+    def check_available(self) -> None:
+        """The meta-learners clone networks with learn2learn.
+
+        Raises:
+            MissingDependency: learn2learn is not installed (naming the command that builds it).
+        """
+        import_learn2learn()
 
     def fit(self, context: TrainingContext) -> TrainingHistory:
         """Meta-train ``context.model`` in place; see the module docstring for one meta-step."""
@@ -323,7 +332,14 @@ class MetaTrainer:
             support_loss, query_loss, drawn = self.meta_step()
             counts.update("+".join(episode) for episode in drawn)
             self._record(monitor, step, support_loss, query_loss)
-            info = StepInfo(step, settings.steps, query_loss, self.lam.mean())
+            info = StepInfo(
+                step,
+                settings.steps,
+                query_loss,
+                self.lam.mean(),
+                lr=self.optimizer.param_groups[0]["lr"],
+                lam_layers=self.lam.values() if self.lam.per_layer else None,
+            )
             if monitor.after_step(info, row={"support_loss": support_loss}):
                 break
         extra["episode_counts"] = dict(sorted(counts.items()))

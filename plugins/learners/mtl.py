@@ -119,7 +119,8 @@ class MTLLearner(Learner):
             images, targets = to_device(next(batches), device, non_blocking=settings.pin_memory)
             with autocast(device, settings.amp):
                 outputs = model(images)
-                loss = context.combiner(task_losses(outputs, targets, context.tasks))
+                losses = task_losses(outputs, targets, context.tasks)
+                loss = context.combiner(losses)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(f"the training loss is {loss_value} at step {step}")
@@ -130,7 +131,13 @@ class MTLLearner(Learner):
             if pruner is not None:
                 pruner.after_step(step)
             settled = pruner is None or pruner.settled(step)
-            if monitor.after_step(
-                StepInfo(step, settings.steps, loss_value, float(lam)), settled=settled
-            ):
+            info = StepInfo(
+                step,
+                settings.steps,
+                loss_value,
+                float(lam),
+                task_losses={name: float(value.detach()) for name, value in losses.items()},
+                lr=optimizer.param_groups[0]["lr"],
+            )
+            if monitor.after_step(info, settled=settled):
                 break

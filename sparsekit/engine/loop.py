@@ -173,7 +173,7 @@ class Monitor:
         """
         self.last_step = info.step
         if self.is_eval_step(info.step):
-            val_loss, _ = evaluate(
+            val_loss, val_metrics = evaluate(
                 self.model,
                 self.val,
                 self.tasks,
@@ -195,7 +195,7 @@ class Monitor:
             )
             if settled:
                 self.stopper.update(info.step, val_loss)
-            info.val_loss = val_loss
+            info.val_loss, info.val_metrics = val_loss, val_metrics
             info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
         elif self.log_every is not None and info.step % self.log_every == 0:
             stats = sparsity(self.model)

@@ -50,6 +50,11 @@ class Component:
         """
         return {}
 
+    def check_available(self) -> None:
+        """Raise :class:`sparsekit.errors.MissingDependency` when an optional package this
+        component needs is not installed. Called before a run starts, so a missing package is
+        one clear error instead of a failure minutes in; the default checks nothing."""
+
     def spec(self) -> dict[str, Any]:
         """The ``{"name": ..., **params}`` dict that recreates this component."""
         return {"name": self.name, **self.config.model_dump(mode="json")}

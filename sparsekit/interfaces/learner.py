@@ -22,7 +22,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class StepInfo:
-    """What a learner reports after a training step (for progress bars and profiles)."""
+    """What a learner reports after a training step (for progress bars, profiles and loggers).
+
+    Attributes:
+        step: the step just taken (1-based).
+        total: the steps of the loop.
+        loss: the step's combined training loss (the query loss of a meta-step).
+        lam: the step's λ (the mean over layers when λ is per layer).
+        task_losses: each task's training loss at this step, when the learner reports them.
+        lr: the (outer) learning rate of the step, when the learner reports it.
+        lam_layers: λ of every backbone conv, in module order, when λ is learned per layer.
+        group_sparsity: backbone group sparsity, filled in at evaluation (and logging) steps.
+        parameter_sparsity: backbone parameter sparsity, filled in with ``group_sparsity``.
+        val_loss: the combined validation loss, filled in at evaluation steps.
+        val_metrics: every task's validation metrics, filled in at evaluation steps.
+    """
 
     step: int
     total: int
@@ -31,6 +45,10 @@ class StepInfo:
     group_sparsity: float | None = None
     parameter_sparsity: float | None = None
     val_loss: float | None = None
+    task_losses: dict[str, float] | None = None
+    lr: float | None = None
+    lam_layers: list[float] | None = None
+    val_metrics: dict[str, dict[str, float]] | None = None
 
 
 @dataclass(frozen=True)

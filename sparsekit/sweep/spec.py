@@ -153,9 +153,13 @@ class RunSpec:
     depends_on: tuple[str, ...] = field(default=())
 
 
+#: Config fields that say where and how a run reports, not what it computes: left out of its id.
+NOT_IDENTITY = frozenset({"run_dir", "loggers", "tags", "threads"})
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    """A stable 16-hex-digit hash of a config dict, ``run_dir`` excluded."""
-    data = {k: v for k, v in config.items() if k != "run_dir"}
+    """A stable 16-hex-digit hash of a config dict, :data:`NOT_IDENTITY` fields excluded."""
+    data = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -243,6 +247,13 @@ def _build(
         ) from None
     run_id = config_hash(resolved)
     resolved["run_dir"] = str(runs_dir / f"{stage.name}-{run_id}")
+    resolved["tags"] = {
+        **resolved.get("tags", {}),
+        "sweep": runs_dir.parent.resolve().name,
+        "stage": stage.name,
+        "seed": str(seed),
+        "run_id": run_id,
+    }
     return RunSpec(
         run_id=run_id,
         stage=stage.name,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from sparsekit.nn.sparsity import sparsity
 from sparsekit.registry import create
 from sparsekit.runs.store import Result
 from sparsekit.tasks import AttributeTask, DepthTask, SegmentationTask
+from sparsekit.testing.checks_runtime import check_executor, check_logger, check_optimizer
 from sparsekit.testing.doubles import (
     ContractCombiner,
     ContractDataset,
@@ -29,12 +28,8 @@ from sparsekit.testing.doubles import (
     ContractPenalty,
     ContractSGD,
     contract_components,
+    make_instance,
 )
-
-
-def make_instance(cls: type[Component], workdir: Path) -> Any:
-    """A working instance built from the class's ``example_params``."""
-    return cls(cls.Config(**cls.example_params(workdir)))
 
 
 def check_config(cls: type[Component], workdir: Path) -> None:
@@ -306,49 +301,6 @@ def check_mask(cls: type[Component], workdir: Path) -> None:
                 assert abs(zeroed - budget) <= largest_group, f"{zeroed} zeroed, target {budget}"
 
 
-def contract_call(value: int) -> int:
-    """The function the executor contract runs: doubles ``value``; raises for a negative one."""
-    if value < 0:
-        raise ValueError(f"contract_call got {value}")
-    return 2 * value
-
-
-def contract_crash(value: int) -> int:
-    """Doubles ``value``; for a negative one, kills the process it runs in (a dying worker)."""
-    if value < 0:
-        os._exit(3)
-    time.sleep(0.2 * value)
-    return 2 * value
-
-
-def check_executor(cls: type[Component], workdir: Path) -> None:
-    """Every call is started once and reported once with its value, or with the error it raised;
-    a failing call, or one whose worker dies, does not fail the others."""
-    executor = make_instance(cls, workdir)
-    assert executor.threads_per_call(3) >= 1
-    items = [3, -1, 5]
-    started: list[int] = []
-    outcomes: dict[int, Any] = {}
-
-    def on_done(outcome: Any) -> None:
-        assert outcome.index not in outcomes, "an outcome must be reported once"
-        outcomes[outcome.index] = outcome
-
-    executor.map_unordered(contract_call, items, started.append, on_done)
-    assert sorted(started) == [0, 1, 2]
-    assert sorted(outcomes) == [0, 1, 2]
-    assert outcomes[0].ok and outcomes[0].value == 6
-    assert outcomes[2].ok and outcomes[2].value == 10
-    assert not outcomes[1].ok and "contract_call got -1" in outcomes[1].error
-    crashed: dict[int, Any] = {}
-    executor.map_unordered(
-        contract_crash, [1, -1, 2, 3], lambda i: None, lambda o: crashed.setdefault(o.index, o)
-    )
-    assert sorted(crashed) == [0, 1, 2, 3]
-    assert not crashed[1].ok and crashed[1].error
-    assert [crashed[i].value for i in (0, 2, 3)] == [2, 4, 6], "only the dying call may fail"
-
-
 CHECKS: dict[str, Callable[[type[Component], Path], None]] = {
     "penalty": check_penalty,
     "loss_combiner": check_loss_combiner,
@@ -359,27 +311,6 @@ CHECKS: dict[str, Callable[[type[Component], Path], None]] = {
     "scheduler": check_scheduler,
     "mask": check_mask,
     "executor": check_executor,
+    "optimizer": check_optimizer,
+    "logger": check_logger,
 }
-
-
-def check_optimizer(cls: type[Component], workdir: Path) -> None:
-    """Steps every parameter it is given, proxes the penalised ones, and is deterministic."""
-    kind = make_instance(cls, workdir)
-    outcomes = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        weight = nn.Parameter(torch.randn(4, 3, 3, 3, dtype=torch.float64))
-        other = nn.Parameter(torch.randn(5, dtype=torch.float64))
-        optimizer = kind.build(
-            [weight, other], [weight], ContractPenalty(), 1e3, OptimizerConfig(lr=0.01)
-        )
-        (weight.square().sum() + other.square().sum()).backward()
-        optimizer.step()
-        assert not torch.equal(other.detach(), torch.zeros(5, dtype=torch.float64))
-        if not kind.prox_in_metric:
-            assert not weight.detach().any(), "a huge λ must zero the penalised weight"
-        outcomes.append((weight.detach().clone(), other.detach().clone()))
-    assert all(torch.equal(a, b) for a, b in zip(outcomes[0], outcomes[1], strict=True))
-
-
-CHECKS["optimizer"] = check_optimizer

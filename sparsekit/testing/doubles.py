@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +20,7 @@ from sparsekit.config import OptimizerConfig
 from sparsekit.data.tensor_dataset import MultiTaskTensorDataset
 from sparsekit.interfaces import (
     CombinerModule,
+    Component,
     ComponentConfig,
     DatasetProvider,
     LossCombiner,
@@ -173,3 +175,8 @@ def contract_components() -> Iterator[None]:
     finally:
         for kind in added:
             registry.remove(kind, DOUBLES[kind].name)
+
+
+def make_instance(cls: type[Component], workdir: Path) -> Any:
+    """A working instance built from the class's ``example_params``."""
+    return cls(cls.Config(**cls.example_params(workdir)))

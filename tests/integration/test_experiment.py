@@ -195,3 +195,17 @@ def test_cuda_mixed_precision_and_pinned_memory():
     result = run(device="cuda", amp=True, pin_memory=True, steps=10, lam=0.1)
     assert all(math.isfinite(v) for m in result.metrics.values() for v in m.values())
     assert next(result.model.parameters()).is_cuda
+
+
+def test_the_progress_bar_names_each_phase_and_is_off_when_asked(capsys):
+    tiny = {**SMALL, "steps": 4, "eval_every": 2, "debias_steps": 2}
+    Experiment(**tiny).run(progress=True)
+    err = capsys.readouterr().err
+    # The penalised phase is tested before debiasing too; its last phases come in this order.
+    phases = ["training", "debiasing", "testing", "measuring efficiency"]
+    positions = [err.rfind(phase) for phase in phases]
+    assert -1 not in positions and positions == sorted(positions), err
+    assert "6/6" in err
+    Experiment(**tiny).run(progress=False)
+    Experiment(**tiny).run()  # not a terminal: no bar by default
+    assert capsys.readouterr().err == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 
 import pytest
@@ -88,6 +89,11 @@ def test_strong_learned_lambda_sparsifies_and_per_layer_lambda_is_recorded(tmp_p
     assert result.profile[-1]["lam"] == pytest.approx(sum(result.lam_history[-1]) / layers)
     assert (tmp_path / "lambda_sparsity.png").stat().st_size > 0
     assert (tmp_path / "meta_losses.png").stat().st_size > 0
+    # The default csv logger has every layer's λ at every meta-step.
+    rows = csv.DictReader((tmp_path / "metrics.csv").read_text().splitlines())
+    logged = {(int(r["step"]), r["name"]): float(r["value"]) for r in rows}
+    for step, values in enumerate(result.lam_history, start=1):
+        assert [logged[step, f"lam_layer/{i:02d}"] for i in range(layers)] == values
 
 
 def test_early_stopping_restores_the_best_model_and_lambda():

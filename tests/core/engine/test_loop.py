@@ -6,6 +6,7 @@ from torch import nn
 
 from sparsekit.engine.loop import EarlyStopping
 from sparsekit.engine.runtime import resolve_device
+from sparsekit.errors import ConfigError
 
 
 def test_early_stopping_keeps_the_lowest_validation_loss_and_counts_patience():
@@ -29,5 +30,5 @@ def test_auto_device_picks_cuda_when_present(monkeypatch):
     assert resolve_device("auto") == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(ConfigError, match="no CUDA device"):
         resolve_device("cuda")
