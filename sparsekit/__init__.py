@@ -1,12 +1,13 @@
 """sparsekit: sparse multi-task networks whose sparsity is learned.
 
-The public API: build and run experiments, fine-tune and compact their models, reload results,
-list and create plugin components.
+The public API: build and run experiments, fine-tune, compact and export their models, reload
+results, list and create plugin components.
 """
 
 from sparsekit._version import __version__
 from sparsekit.config import ExperimentConfig, FinetuneConfig, OptimizerConfig, load_config
 from sparsekit.engine.experiment import Experiment
+from sparsekit.engine.export import export, export_run
 from sparsekit.engine.finetune import finetune
 from sparsekit.errors import ConfigError, PluginError, PluginLoadWarning
 from sparsekit.hookspecs import hookimpl
@@ -26,6 +27,8 @@ __all__ = [
     "__version__",
     "compact",
     "create",
+    "export",
+    "export_run",
     "finetune",
     "hookimpl",
     "list_plugins",
