@@ -1,4 +1,4 @@
-"""Plots of a run (matplotlib, written as PNG)."""
+"""Plots of a run (matplotlib; PNG in a run directory, or PNG, PDF or SVG by file name)."""
 
 from __future__ import annotations
 
@@ -15,25 +15,66 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from sparsekit.reporting.columns import arrow, record_columns  # noqa: E402
 
+#: Curves with at most this many points get a marker on each.
+MARKER_POINTS = 30
+
+
+def _marker(count: int) -> str:
+    return "o" if count <= MARKER_POINTS else ""
+
+
+def sparsity_limit(percentages: Sequence[float]) -> float:
+    """The top of a % sparsity axis: 100, or less so that small sparsities stay visible."""
+    top = max(percentages, default=0.0)
+    if top >= 50:
+        return 100.0
+    return max(1.0, min(100.0, 1.25 * top))
+
+
+def lambda_title(lams: Sequence[float | None]) -> str:
+    """``λ = 0.05`` for a fixed λ, ``λ 0.1 → 0.3`` for one that changed, ``no penalty``."""
+    values = [lam for lam in lams if lam is not None]
+    if not values:
+        return "no penalty"
+    if len(set(values)) == 1:
+        return f"λ = {values[0]:.3g}"
+    penalised = [lam for lam in values if lam != 0]
+    if values[-1] == 0 and len(set(penalised)) == 1 and values.index(0) == len(penalised):
+        return f"λ = {penalised[0]:.3g}, then 0 while debiasing"
+    return f"λ {values[0]:.3g} → {values[-1]:.3g}"
+
 
 def plot_sparsity_profile(profile: Sequence[dict[str, float]], path: Path) -> None:
-    """Group and parameter sparsity (%) of the backbone over training, with λ when it varies."""
+    """The training profile: backbone sparsity (%) and λ beside the training and validation
+    loss, at every evaluation; λ in the title."""
     steps = [row["step"] for row in profile]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [100 * row["group"] for row in profile], label="group sparsity")
-    ax.plot(steps, [100 * row["parameter"] for row in profile], label="parameter sparsity")
+    marker = _marker(len(steps))
+    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
+    group = [100 * row["group"] for row in profile]
+    parameter = [100 * row["parameter"] for row in profile]
+    ax.plot(steps, group, marker=marker, markersize=3, label="group sparsity")
+    ax.plot(steps, parameter, marker=marker, markersize=3, label="parameter sparsity")
     ax.set_xlabel("step")
     ax.set_ylabel("% of backbone")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, sparsity_limit(group + parameter))
     ax.grid(alpha=0.3)
     lams = [row.get("lam") for row in profile]
     if len({lam for lam in lams if lam is not None}) > 1:
         twin = ax.twinx()
-        twin.plot(steps, lams, color="tab:red", linestyle="--", label="λ")
-        twin.set_ylabel("λ")
-        twin.legend(loc="lower right")
-    ax.legend(loc="upper left")
-    ax.set_title("Backbone sparsity over training")
+        twin.plot(steps, lams, color="tab:red", linestyle="--", marker=marker, markersize=2)
+        twin.set_ylabel("λ (dashed)", color="tab:red")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Backbone sparsity")
+    for key, label in (("train_loss", "training loss"), ("val_loss", "validation loss")):
+        values = [row.get(key) for row in profile]
+        if any(v is not None for v in values):
+            ax_loss.plot(steps, values, marker=marker, markersize=3, label=label)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("combined loss")
+    ax_loss.set_title("Loss")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"Training profile ({lambda_title(lams)})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -144,11 +185,14 @@ def plot_lambda_and_sparsity(
     ax_lam.set_title("λ over meta-training")
     ax_lam.grid(alpha=0.3)
     rows = [row["step"] for row in profile]
-    ax_sparsity.plot(rows, [100 * row["group"] for row in profile], label="group sparsity")
-    ax_sparsity.plot(rows, [100 * row["parameter"] for row in profile], label="parameter sparsity")
+    group = [100 * row["group"] for row in profile]
+    parameter = [100 * row["parameter"] for row in profile]
+    marker = _marker(len(rows))
+    ax_sparsity.plot(rows, group, marker=marker, markersize=3, label="group sparsity")
+    ax_sparsity.plot(rows, parameter, marker=marker, markersize=3, label="parameter sparsity")
     ax_sparsity.set_xlabel("meta-step")
     ax_sparsity.set_ylabel("% of backbone")
-    ax_sparsity.set_ylim(0, 100)
+    ax_sparsity.set_ylim(0, sparsity_limit(group + parameter))
     ax_sparsity.set_title("Backbone sparsity")
     ax_sparsity.grid(alpha=0.3)
     ax_sparsity.legend(loc="best")
@@ -270,8 +314,9 @@ def plot_lambda_diagnostics(
     _plot_thresholds(
         axes[2], steps, extra.get("group_norm_quantiles", []), extra.get("outer_threshold", [])
     )
-    axes[3].plot(steps, [100 * row["parameter"] for row in profile], color="tab:green")
-    axes[3].set_ylim(0, 100)
+    parameter = [100 * row["parameter"] for row in profile]
+    axes[3].plot(steps, parameter, color="tab:green", marker=_marker(len(steps)), markersize=3)
+    axes[3].set_ylim(0, sparsity_limit(parameter))
     axes[3].set_title("% parameter sparsity")
     for ax in axes:
         ax.set_xlabel("meta-step")

@@ -1,10 +1,16 @@
-"""Plain-text tables of results."""
+"""Plain-text tables: results, plugin kinds, and the fields of configs and components."""
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import json
 from collections.abc import Sequence
+from typing import Any
 
+from pydantic import BaseModel
+
+from sparsekit.errors import PluginError
 from sparsekit.registry import KINDS, get_registry
 from sparsekit.reporting.columns import EFFICIENCY_COLUMNS, arrow, record_columns
 from sparsekit.runs.record import RunRecord
@@ -80,3 +86,100 @@ def kinds_markdown() -> str:
             f"{contract}\n"
         )
     return "\n".join(parts)
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is Any:
+        return "component"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    text = str(annotation)
+    for module in ("typing.", "pathlib.", "sparsekit.config."):
+        text = text.replace(module, "")
+    return text.replace("Any | None", "component | None").replace("Any", "component")
+
+
+def field_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(name, type, default, description) of every field of a pydantic model, from its schema.
+
+    A field holding another model (always present) is expanded into dotted rows
+    (``optimizer.lr``); an optional one (``finetune``) is one row.
+    """
+    rows = []
+    documented = attribute_docs(model)
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += field_rows(annotation, f"{prefix}{name}.")
+            continue
+        if info.is_required():
+            default = "(required)"
+        else:
+            value = info.get_default(call_default_factory=True)
+            default = "None" if value is None else json.dumps(value, default=str)
+        description = info.description or documented.get(name, "")
+        rows.append((prefix + name, _type_name(annotation), default, description))
+    return rows
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """The ``Attributes:`` section of a class's Google-style docstring, as {name: text}."""
+    docs: dict[str, str] = {}
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    if "Attributes:" not in lines:
+        return docs
+    current = None
+    for line in lines[lines.index("Attributes:") + 1 :]:
+        if line and not line.startswith(" "):
+            break  # the next section
+        text = line.strip()
+        head, sep, rest = text.partition(": ")
+        if line.startswith("    ") and not line.startswith("     ") and sep and " " not in head:
+            current, docs[head] = head, rest
+        elif current is not None and text:
+            docs[current] += " " + text
+    return docs
+
+
+def fields_text(model: type[BaseModel]) -> str:
+    """:func:`field_rows` as aligned text: name, type and default, the description below."""
+    rows = field_rows(model)
+    if not rows:
+        return "  (no parameters)"
+    name_w = max(len(r[0]) for r in rows)
+    type_w = min(max(len(r[1]) for r in rows), 28)  # a longer type pushes its default right
+    lines = []
+    for name, kind, default, description in rows:
+        lines.append(f"  {name:<{name_w}}  {kind:<{type_w}}  default {default}")
+        if description:
+            lines.append(f"  {'':<{name_w}}  {description}")
+    return "\n".join(lines)
+
+
+def component_params_text(name: str, kind: str | None = None) -> str:
+    """Every component named ``name`` (of ``kind``, or of any kind): its origin, summary and
+    Config fields (``sparsekit plugins --params NAME``).
+
+    Raises:
+        PluginError: no component of that name (of that kind).
+    """
+    registry = get_registry()
+    kinds = [kind] if kind is not None else registry.kinds()
+    found = [k for k in kinds if name in registry.names(k)]
+    if not found:
+        if kind is not None:
+            registry.get(kind, name)  # raises with the closest names
+        known = sorted({n for k in kinds for n in registry.names(k)})
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise PluginError(f"no plugin named {name!r}.{hint} `sparsekit plugins` lists them all.")
+    parts = []
+    for k in found:
+        cls = registry.get(k, name)
+        row = next(r for r in registry.rows(k) if r.name == name)
+        summary = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+        parts.append(
+            f"{k} {name} ({row.distribution} {row.version})\n  {summary}\n"
+            f"parameters ({k}: {{name: {name}, ...}}):\n{fields_text(cls.Config)}"
+        )
+    return "\n\n".join(parts)

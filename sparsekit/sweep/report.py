@@ -205,7 +205,17 @@ def _series(rows: Sequence[ReportRow]) -> dict[str, list[ReportRow]]:
     for row in rows:
         parts = [f"{k}={row.keys[k]}" for k in keys if row.keys.get(k, "—") not in ("—", usual[k])]
         series.setdefault(" / ".join([row.label, *parts]), []).append(row)
-    return series
+    # A "curve" of one row is a point: its legend names its λ too.
+    return {
+        (f"{name} / {CURVE_KEY}={members[0].keys[CURVE_KEY]}" if _single_lam(members) else name): (
+            members
+        )
+        for name, members in series.items()
+    }
+
+
+def _single_lam(members: Sequence[ReportRow]) -> bool:
+    return len(members) == 1 and members[0].keys.get(CURVE_KEY, "—") != "—"
 
 
 def _robust_limits(values: Sequence[float]) -> tuple[float, float] | None:
@@ -225,62 +235,87 @@ def _robust_limits(values: Sequence[float]) -> tuple[float, float] | None:
 
 
 def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
-    """One panel per task's primary metric against % parameter sparsity (mean ± std over seeds).
+    """Write :func:`metrics_vs_sparsity_figure` of ``rows`` to ``path`` (PNG, PDF or SVG by its
+    suffix); nothing when no row has a metric."""
+    fig = metrics_vs_sparsity_figure(rows)
+    if fig is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+
+def metrics_vs_sparsity_figure(rows: Sequence[ReportRow]) -> Any:
+    """One panel per task's primary metric against % parameter sparsity, and one of the
+    measured speed-up, each point the mean over seeds with ± std error bars on both axes.
 
     Rows that differ only in λ form one curve, drawn through their points in order of sparsity
-    and annotated with λ; every other row is a single point.
+    and annotated with ``lam=…``; every other row is a single point. The legend names each
+    curve by its stage label and the fields that set it apart (``optimizer.name=sgd_prox``).
     """
     columns = report_columns(rows, primary_only=True)
     if not columns:
-        return
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.8), squeeze=False)
-    for ax, (task, metric, up) in zip(axes[0], columns, strict=True):
-        means = _plot_series(ax, rows, task, metric)
+        return None
+    panels = [(f"{task}", metric, up, _metric(task, metric)) for task, metric, up in columns]
+    if any(row.values(_speedup) for row in rows):
+        panels.append(("measured speed-up", "speed-up ×", True, _speedup))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (title, metric, up, getter) in zip(axes[0], panels, strict=True):
+        means = _plot_series(ax, rows, getter)
         limits = _robust_limits(means)
         if limits is not None:
             ax.set_ylim(*limits)
             off = sum(1 for m in means if not limits[0] <= m <= limits[1])
-            ax.set_title(f"{task} ({off} off-scale)", fontsize=10)
+            ax.set_title(f"{title} ({off} off-scale)", fontsize=10)
         else:
-            ax.set_title(task)
+            ax.set_title(title)
         ax.set_xlabel("% parameter sparsity of the backbone")
-        ax.set_ylabel(f"{metric} {arrow(up)}")
+        ax.set_ylabel(metric if getter is _speedup else f"{metric} {arrow(up)}")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(labels) / 3), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    columns_in_legend = 3 if len(labels) <= 9 else 4
+    fig.legend(handles, labels, loc="lower center", ncol=columns_in_legend, fontsize=7)
+    rows_in_legend = math.ceil(len(labels) / columns_in_legend)
+    fig.tight_layout(rect=(0, min(0.5, 0.06 + 0.035 * rows_in_legend), 1, 1))
+    return fig
 
 
-def _plot_series(ax: Any, rows: Sequence[ReportRow], task: str, metric: str) -> list[float]:
-    """Every series of ``rows`` on ``ax`` for one metric; returns the means drawn."""
+def _speedup(run: RunRow) -> float | None:
+    return (run.efficiency or {}).get("speedup")
+
+
+def series_colours(count: int) -> list[Any]:
+    """``count`` colours that neighbours in a legend can tell apart: tab10, or for more
+    series tab20's dark shades first, then its light ones."""
+    if count <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(count)]
+    tab20 = plt.get_cmap("tab20")
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return [tab20(order[i % 20]) for i in range(count)]
+
+
+def _plot_series(ax: Any, rows: Sequence[ReportRow], getter: Any) -> list[float]:
+    """Every series of ``rows`` on ``ax`` for one figure of a run; returns the means drawn."""
     series = _series(rows)
-    colours = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
-    markers = "osD^v<>pPX*h"
+    colours = series_colours(len(series))
+    markers = "osD^v<>pPX*hH8d"
     means: list[float] = []
     for index, (name, members) in enumerate(series.items()):
         points = []
         for row in members:
             xs = row.values(lambda r: (r.sparsity or {}).get("parameter"))
-            (x, xerr), (y, yerr) = (
-                mean_std([100 * v for v in xs]),
-                mean_std(row.values(_metric(task, metric))),
-            )
+            (x, xerr), (y, yerr) = mean_std([100 * v for v in xs]), mean_std(row.values(getter))
             if x is not None and y is not None:
                 points.append((x, xerr, y, yerr, row.keys.get(CURVE_KEY)))
         if not points:
             continue
         means.extend(p[2] for p in points)
         points.sort(key=lambda p: p[0])
-        colour = colours(index % colours.N)
         ax.errorbar(
             [p[0] for p in points],
             [p[2] for p in points],
             xerr=[p[1] or 0.0 for p in points],
             yerr=[p[3] or 0.0 for p in points],
             fmt=markers[index % len(markers)] + ("-" if len(points) > 1 else ""),
-            color=colour,
+            color=colours[index],
             capsize=3,
             markersize=4,
             linewidth=1,
@@ -289,7 +324,12 @@ def _plot_series(ax: Any, rows: Sequence[ReportRow], task: str, metric: str) -> 
         for x, _, y, _, lam in points if len(points) > 1 else []:
             if lam is not None:
                 ax.annotate(
-                    lam, (x, y), fontsize=6, color=colour, xytext=(2, 3), textcoords="offset points"
+                    f"{CURVE_KEY}={lam}",
+                    (x, y),
+                    fontsize=6,
+                    color=colours[index],
+                    xytext=(2, 3),
+                    textcoords="offset points",
                 )
     return means
 
@@ -320,11 +360,13 @@ def write_report(
     group_by: Sequence[str],
     hidden_stages: set[str] = frozenset(),
     split: str = "test",
+    plot_format: str = "png",
 ) -> str:
     """Write ``report.md``, ``report.csv`` and ``metrics_vs_sparsity.png``; return the table.
 
     With ``split="val"`` the metrics are the validation split's and the files are named
-    ``report_val.md``, ``report_val.csv`` and ``metrics_vs_sparsity_val.png``.
+    ``report_val.md``, ``report_val.csv`` and ``metrics_vs_sparsity_val.png``. ``plot_format``
+    (``png``, ``pdf`` or ``svg``) is the plot's file type.
     """
     rows = group_rows(with_split_metrics(runs, split), group_by, hidden_stages)
     table = markdown_table(rows, group_by)
@@ -332,5 +374,5 @@ def write_report(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"report{suffix}.md").write_text(table + "\n")
     write_csv(rows, group_by, directory / f"report{suffix}.csv")
-    plot_metrics_vs_sparsity(rows, directory / f"metrics_vs_sparsity{suffix}.png")
+    plot_metrics_vs_sparsity(rows, directory / f"metrics_vs_sparsity{suffix}.{plot_format}")
     return table

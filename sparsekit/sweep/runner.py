@@ -107,18 +107,19 @@ class Sweep:
         data["executor"] = executor.spec() if hasattr(executor, "spec") else executor
         return data
 
-    def report(self, split: str = "test") -> str:
+    def report(self, split: str = "test", plot_format: str = "png") -> str:
         """Write the report files into the sweep directory and return the Markdown table.
 
         Only the runs of the sweep as configured now are reported (a database may also hold
         runs of an earlier version of the config). ``split="val"`` reports the validation
-        metrics of the same final models, the figures to choose settings on.
+        metrics of the same final models, the figures to choose settings on. ``plot_format``
+        is the plot's file type: ``png``, ``pdf`` or ``svg``.
         """
         current = {spec.run_id for spec in self.runs()}
         runs = [row for row in self.store.rows() if row.run_id in current]
         group_by = self.config.group_by or default_group_by(self.config.stages)
         hidden = {stage.name for stage in self.config.stages if not stage.report}
-        return write_report(runs, self.directory, group_by, hidden, split)
+        return write_report(runs, self.directory, group_by, hidden, split, plot_format)
 
     @property
     def store(self) -> ResultStore:

@@ -89,3 +89,105 @@ def test_python_dash_m_is_the_same_cli():
         check=True,
     )
     assert "mtl" in done.stdout
+
+
+def test_version_and_help_with_examples(capsys):
+    from sparsekit import __version__
+
+    try:
+        main(["--version"])
+    except SystemExit as stop:
+        assert stop.code == 0
+    assert capsys.readouterr().out.strip() == f"sparsekit {__version__}"
+    for command in ("run", "finetune", "sweep", "export", "plugins", "config"):
+        try:
+            main([command, "--help"])
+        except SystemExit as stop:
+            assert stop.code == 0
+        out = capsys.readouterr().out
+        assert "examples:" in out and f"sparsekit {command}" in out, command
+    try:
+        main(["sweep", "--help"])
+    except SystemExit:
+        pass
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert (
+        usage.startswith("usage: sparsekit sweep SWEEP.yaml") and "sweep report SWEEP_DIR" in usage
+    )
+
+
+def test_config_fields_list_every_field_with_type_default_and_description(capsys):
+    from sparsekit.config import ExperimentConfig
+
+    assert main(["config", "fields"]) == 0
+    out = capsys.readouterr().out
+    for name, info in ExperimentConfig.model_fields.items():
+        if name == "optimizer":
+            assert "optimizer.lr" in out and "learning rate" in out
+            continue
+        assert re.search(rf"^  {name} ", out, re.M), name
+        assert info.description and info.description.split()[0] in out, name
+    assert re.search(r"^  steps +int +default 600$", out, re.M)
+    assert main(["config", "fields", "--finetune"]) == 0
+    assert "add_tasks" in capsys.readouterr().out
+
+
+def test_plugin_params_from_the_config_schema_and_its_docstring(capsys):
+    assert main(["plugins", "--params", "small_resnet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model small_resnet (sparsekit")
+    assert re.search(r"^  widths +tuple\[int, \.\.\.\] +default \[16, 32, 64\]$", out, re.M), out
+    assert re.search(r"^ +output channels of each stage\.$", out, re.M)  # from its docstring
+    assert main(["plugins", "--params", "random"]) == 0  # a mask and a regrowth policy
+    out = capsys.readouterr().out
+    assert "mask random" in out and "regrowth random" in out and "prob" in out
+    assert main(["plugins", "--params", "group_laso"]) == 2
+    assert "Did you mean 'group_lasso'?" in capsys.readouterr().err
+
+
+def test_cuda_without_cuda_is_one_line_before_anything_is_written(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        return  # the machine has CUDA: nothing to refuse
+    config = tmp_path / "exp.yaml"
+    config.write_text(CONFIG.replace("device: cpu", "device: cuda"))
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_dir_is_a_path_threads_are_set_and_quiet_has_no_bar(tmp_path, capsys, monkeypatch):
+    import torch
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        CONFIG.replace("steps: 6", "steps: 2").replace("eval_every: 3", "eval_every: 1")
+    )
+    seen = []
+    real_run = __import__("sparsekit").Experiment.run
+
+    def spy(self, on_step=None, progress=None):
+        seen.append(self.config.threads)
+        return real_run(self, lambda info: seen.append(torch.get_num_threads()), progress)
+
+    monkeypatch.setattr("sparsekit.engine.experiment.Experiment.run", spy)
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    assert main(["run", str(config), "--run-dir", "out #2", "--threads", "2", "--quiet"]) == 0
+    assert (tmp_path / "out #2" / "result.json").is_file()
+    assert seen[0] == 2 and set(seen[1:]) == {2} and torch.get_num_threads() == before
+    assert "it/s" not in capsys.readouterr().err and "step/s" not in capsys.readouterr().err
+
+
+def test_finetune_set_options_are_applied(tmp_path, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text(CONFIG.replace("steps: 6", "steps: 2"))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    args = ["finetune", str(run_dir), "--steps", "2", "--set", "mode=head", "--quiet"]
+    assert main([*args, "--set", "tasks=[edges]"]) == 0
+    saved = json.loads((run_dir / "finetune" / "result.json").read_text())
+    assert saved["config"]["finetune"]["mode"] == "head"
+    assert saved["config"]["finetune"]["tasks"] == ["edges"]

@@ -76,3 +76,67 @@ def test_lambda_diagnostics_draw_the_gradient_its_sign_fraction_threshold_and_no
     drawn = lines(ax_norms)
     assert [y for _, y in drawn] == [[0.01, 0.005], [0.02, 0.01], [0.04, 0.03], [1e-3, 8e-4]]
     assert lines(ax_sparsity) == [([2, 4], [pytest.approx(25.0), pytest.approx(50.0)])]
+
+
+def test_training_profile_shows_loss_beside_sparsity_markers_lambda_and_small_sparsity(
+    tmp_path, figures
+):
+    profile = [
+        {
+            "step": 10,
+            "train_loss": 2.0,
+            "val_loss": 2.5,
+            "lam": 0.05,
+            "group": 0.0,
+            "parameter": 0.01,
+        },
+        {
+            "step": 20,
+            "train_loss": 1.5,
+            "val_loss": 2.0,
+            "lam": 0.05,
+            "group": 0.02,
+            "parameter": 0.03,
+        },
+        {
+            "step": 25,
+            "train_loss": 1.2,
+            "val_loss": 1.8,
+            "lam": 0.0,
+            "group": 0.02,
+            "parameter": 0.03,
+        },
+    ]
+    plots.plot_sparsity_profile(profile, tmp_path / "profile.png")
+    fig = figures[-1]
+    ax_sparsity, ax_loss = fig.axes[:2]
+    assert fig._suptitle.get_text() == "Training profile (λ = 0.05, then 0 while debiasing)"
+    assert [line.get_marker() for line in ax_sparsity.get_lines()[:2]] == ["o", "o"]
+    assert ax_sparsity.get_ylim()[1] == pytest.approx(3.75)  # 3 % stays visible, not 0–100
+    assert lines(ax_loss) == [([10, 20, 25], [2.0, 1.5, 1.2]), ([10, 20, 25], [2.5, 2.0, 1.8])]
+    long = [{**profile[0], "step": s} for s in range(1, 200)]
+    plots.plot_sparsity_profile(long, tmp_path / "long.png")
+    assert figures[-1].axes[0].get_lines()[0].get_marker() in ("None", "", None)
+    assert plots.sparsity_limit([10.0, 80.0]) == 100.0
+    assert plots.lambda_title([0.1, 0.2, 0.3]) == "λ 0.1 → 0.3"
+    assert plots.lambda_title([None, None]) == "no penalty"
+
+
+def test_report_plots_take_the_file_type_from_the_name(tmp_path):
+    from sparsekit.runs.record import RunRecord
+
+    record = RunRecord(
+        config={},
+        tasks=["seg"],
+        metrics={"seg": {"miou": 0.5}},
+        metric_directions={"seg": {"miou": True}},
+        sparsity={"group": 0.1, "parameter": 0.2},
+        layers=[],
+        profile=[],
+        timings={},
+        efficiency={"cr": 1.25, "speedup": 1.1},
+    )
+    for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml"), (".png", b"\x89PNG")):
+        path = tmp_path / f"plot{suffix}"
+        plots.plot_metrics_vs_efficiency([("run", record)], path)
+        assert path.read_bytes().startswith(magic)
