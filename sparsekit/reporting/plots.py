@@ -102,7 +102,9 @@ def plot_layer_channels(layers: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(list(x))
     ax.set_xticklabels(names, rotation=90, fontsize=7)
     ax.set_ylabel("active input channels")
-    ax.set_title("Active channels per backbone layer")
+    kept = sum(row["active_after"] for row in layers)
+    total = sum(row["active_before"] for row in layers)
+    ax.set_title(f"Active input channels per backbone conv ({kept} of {total} kept)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -205,8 +207,9 @@ def plot_meta_losses(support: Sequence[float], query: Sequence[float], path: Pat
     """Meta-train (support, before adaptation) and query (after adaptation) loss per meta-step."""
     steps = list(range(1, len(query) + 1))
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, support, label="meta-train loss (support, before adaptation)", alpha=0.8)
-    ax.plot(steps, query, label="query loss (after adaptation)", alpha=0.8)
+    style = {"marker": _marker(len(steps)), "markersize": 3, "alpha": 0.8}
+    ax.plot(steps, support, label="support, before adaptation", **style)
+    ax.plot(steps, query, label="query, after adaptation", **style)
     ax.set_xlabel("meta-step")
     ax.set_ylabel("episode loss")
     ax.set_title("Meta-training losses")
