@@ -71,6 +71,7 @@ def frontier_runs(steps: int, out: Path) -> list[tuple[str, Result]]:
             steps=steps,
             seed=0,
             run_dir=out / slug,
+            overwrite=True,  # the demo runs afresh every time
         ).run()
         label = frontier_label(lam)
         print(f"{label}: trained and debiased in {result.timings['train_s']:.0f} s", flush=True)
@@ -89,6 +90,7 @@ def meta_sparsity_runs(steps: int, finetune_steps: int, out: Path) -> list[tuple
         steps=steps,
         seed=0,
         run_dir=out / "meta_sparsity",
+        overwrite=True,
     ).run()
     print(f"meta-sparsity (maml, λ learned): meta-trained in {meta.timings['train_s']:.0f} s")
     points: list[tuple[str, Result]] = [("meta-sparsity, 3 tasks", meta)]
@@ -99,6 +101,7 @@ def meta_sparsity_runs(steps: int, finetune_steps: int, out: Path) -> list[tuple
             mode=mode,
             steps=finetune_steps,
             run_dir=out / f"meta_sparsity_{UNSEEN_TASK}_{mode}",
+            overwrite=True,
         )
         print(f"meta-testing, {label}: fine-tuned in {tuned.timings['train_s']:.0f} s", flush=True)
         points.append((f"meta-sparsity {label}", tuned))
@@ -111,6 +114,7 @@ def meta_sparsity_runs(steps: int, finetune_steps: int, out: Path) -> list[tuple
         steps=steps + steps // 3,  # the frontier runs' total, debiasing included
         seed=0,
         run_dir=out / "mtl_matched_sparsity",
+        overwrite=True,
     ).run()
     print(f"MTL from scratch at the same sparsity: trained in {matched.timings['train_s']:.0f} s")
     points.append(("MTL from scratch, same sparsity", matched))

@@ -37,3 +37,22 @@ class MissingDependency(ImportError):
 
 class ExecutorUnavailable(MissingDependency):
     """An executor's optional dependency is not installed; the message says how to install it."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped on SIGINT or SIGTERM after finishing its step and writing a checkpoint.
+
+    Attributes:
+        signal_number: the signal that stopped it (``signal.SIGINT`` or ``signal.SIGTERM``).
+        run_dir: the run directory holding the checkpoint, or None for a run without one.
+        step: the last step taken.
+    """
+
+    def __init__(self, message: str, signal_number: int, run_dir: object, step: int) -> None:
+        super().__init__(message)
+        self.signal_number, self.run_dir, self.step = signal_number, run_dir, step
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status for a process ended by the signal: 128 + its number."""
+        return 128 + int(self.signal_number)

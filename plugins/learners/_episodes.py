@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -181,6 +182,14 @@ class EpisodeStream:
         self._order = torch.empty(0, dtype=torch.long)
         self._position = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The current pass's order and the position in it (the generator is saved apart)."""
+        return {"order": self._order.clone(), "position": self._position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back a state from :meth:`state_dict`."""
+        self._order, self._position = state["order"].clone(), int(state["position"])
+
     def sample_tasks(self) -> Episode:
         """One episode's tasks, uniformly among the episodes."""
         index = int(torch.randint(len(self.episodes), (1,), generator=self.generator))
@@ -250,6 +259,14 @@ class HeldOutBatches:
         self.train, self.pool, self.batch_size, self.generator = train, pool, batch_size, generator
         self._order = torch.empty(0, dtype=torch.long)
         self._position = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current pass's order and the position in it (the generator is saved apart)."""
+        return {"order": self._order.clone(), "position": self._position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back a state from :meth:`state_dict`."""
+        self._order, self._position = state["order"].clone(), int(state["position"])
 
     def next(self, tasks: Episode) -> tuple[tuple[Tensor, dict[str, Tensor]], Tensor]:
         """The next held-out batch for ``tasks`` and its positions in the training split."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -256,3 +257,19 @@ def use_batch_statistics(module: nn.Module) -> None:
         if isinstance(sub, nn.modules.batchnorm._BatchNorm):
             for key in ("running_mean", "running_var", "num_batches_tracked"):
                 sub._buffers[key] = None
+
+
+class MetaProgress:
+    """What a checkpoint keeps of meta-training besides modules and streams: the last
+    meta-gradients (regrowth reads them) and how often each episode was drawn."""
+
+    def __init__(self, state: MetaState, counts: Counter[str]) -> None:
+        self.state, self.counts = state, counts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_grads": self.state.last_grads, "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state.last_grads = state["last_grads"]
+        self.counts.clear()
+        self.counts.update(state["counts"])

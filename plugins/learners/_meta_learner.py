@@ -18,6 +18,7 @@ from sparsekit.config import DEFAULT_COMPONENT
 from sparsekit.engine.loop import Monitor
 from sparsekit.errors import ConfigError, TrainingDiverged
 from sparsekit.interfaces import (
+    Checkpoint,
     Learner,
     OptimizerKind,
     StepInfo,
@@ -48,6 +49,7 @@ from sparsekit_plugins.learners._learned_lambda import LearnedLambda, draw_initi
 from sparsekit_plugins.learners._meta import (
     Batch,
     MetaConfig,
+    MetaProgress,
     MetaState,
     episode_loss,
     import_learn2learn,
@@ -321,14 +323,15 @@ class MetaTrainer:
             [context.model, context.combiner, self.lam],
             log_every=self.learner.config.log_every,
         )
-        extra = monitor.history.extra
         keys = ["support_loss", "query_loss", *DIAGNOSTICS]
         if self.held_out is not None:
             keys.append("held_out_loss")
-        extra.update({key: [] for key in keys})
+        monitor.history.extra.update({key: [] for key in keys})
         counts: Counter[str] = Counter()
+        start = self._restore(context.checkpoint, counts)
+        extra = monitor.history.extra  # the restored history's, on resume
         context.model.train()
-        for step in range(1, settings.steps + 1):
+        for step in range(start + 1, settings.steps + 1):
             support_loss, query_loss, drawn = self.meta_step()
             counts.update("+".join(episode) for episode in drawn)
             self._record(monitor, step, support_loss, query_loss)
@@ -346,6 +349,23 @@ class MetaTrainer:
         history = monitor.finish()
         history.extra["final_lam"] = self.lam.values()
         return history
+
+    def _restore(self, checkpoint: Checkpoint, counts: Counter[str]) -> int:
+        """Track everything a meta-step changes; restore it on resume; the last step taken."""
+        context = self.context
+        tracked: list[tuple[str, Any]] = [
+            ("model", context.model),
+            ("combiner", context.combiner),
+            ("lam", self.lam),
+            ("optimizer", self.optimizer),
+            ("episodes", self.stream),
+            ("meta", MetaProgress(self.state, counts)),
+        ]
+        if self.held_out is not None:
+            tracked.append(("held_out", self.held_out))
+        for name, obj in tracked:
+            checkpoint.track(name, obj)
+        return checkpoint.restore()
 
     def _record(self, monitor: Monitor, step: int, support_loss: float, query_loss: float) -> None:
         """The meta-step's λ, losses and λ diagnostics in the history."""

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 
 from sparsekit.config import DEFAULT_COMPONENT
-from sparsekit.data.loading import Batch, cycle, make_loader, to_device
+from sparsekit.data.loading import Batch, ResumableBatches, make_loader, to_device
 from sparsekit.engine.loop import Monitor
 from sparsekit.engine.runtime import autocast
 from sparsekit.errors import TrainingDiverged
@@ -86,12 +86,26 @@ class MTLLearner(Learner):
         monitor = Monitor.for_context(
             context, [model, context.combiner], log_every=self.config.log_every
         )
+        batches = ResumableBatches(loader, context.generator)
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=settings.amp and context.device.type == "cuda"
+        )
+        checkpoint = context.checkpoint
+        for name, obj in (
+            ("model", model),
+            ("combiner", context.combiner),
+            ("optimizer", optimizer),
+            ("batches", batches),
+            ("scaler", scaler),
+        ):
+            checkpoint.track(name, obj)
         model.train()
         pruner = context.pruner
         if pruner is not None:
             pruner.start(optimizer)
+            checkpoint.track("pruner", pruner)
         try:
-            self._loop(context, optimizer, cycle(loader), monitor)
+            self._loop(context, optimizer, batches, monitor, scaler, checkpoint.restore())
         finally:
             if pruner is not None:
                 pruner.stop()
@@ -103,17 +117,18 @@ class MTLLearner(Learner):
         optimizer: ProximalOptimizer,
         batches: Iterator[Batch],
         monitor: Monitor,
+        scaler: torch.amp.GradScaler,
+        start: int,
     ) -> None:
-        """The training steps."""
+        """The training steps after step ``start``."""
         settings, model, device, pruner = (
             context.settings,
             context.model,
             context.device,
             context.pruner,
         )
-        scaler = torch.amp.GradScaler("cuda", enabled=settings.amp and device.type == "cuda")
         assert context.lam != "learned"
-        for step in range(1, settings.steps + 1):
+        for step in range(start + 1, settings.steps + 1):
             lam = warmed_up_lambda(context.lam, step, settings.lam_warmup)
             optimizer.lam = lam
             images, targets = to_device(next(batches), device, non_blocking=settings.pin_memory)

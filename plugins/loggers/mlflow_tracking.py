@@ -118,9 +118,8 @@ class MlflowLogger(Logger):
             self._client.log_artifact(self._run_id, str(path))
 
     def close(self, status: str) -> None:
-        """End the MLflow run as ``FINISHED`` or ``FAILED``."""
+        """End the MLflow run as ``FINISHED``, ``KILLED`` (interrupted) or ``FAILED``."""
         if self._client is not None and self._run_id is not None:
-            self._client.set_terminated(
-                self._run_id, "FINISHED" if status == "finished" else "FAILED"
-            )
+            ending = {"finished": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+            self._client.set_terminated(self._run_id, ending)
             self._client, self._run_id = None, None

@@ -12,25 +12,30 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sparsekit.config import ExperimentConfig, FinetuneConfig, build_config, load_config
+from sparsekit.engine.checkpoints import RunControl, stop_on_signals
 from sparsekit.engine.finetune import finetune_stage
+from sparsekit.engine.lifecycle import mark_stopped, open_run, publish, save_result
 from sparsekit.engine.outcome import final_metrics, layer_rows, timings
 from sparsekit.engine.progress import PhaseReport, Progress, no_phase
 from sparsekit.engine.resolve import Resolved, resolve, train_settings
 from sparsekit.engine.runtime import intra_op_threads, resolve_device, seed_everything
 from sparsekit.engine.scheduled import ScheduledRun, fit_scheduled, prepare_scheduled_run
 from sparsekit.engine.tracking import RunLoggers, resolve_loggers
-from sparsekit.errors import ConfigError
+from sparsekit.errors import ConfigError, RunInterrupted
 from sparsekit.interfaces import StepInfo, TrainingContext, TrainingHistory
 from sparsekit.nn.efficiency import efficiency_record
 from sparsekit.nn.sparsity import layer_channels, sparsity
-from sparsekit.runs.store import PRETRAIN_DIR, Result, write_config, write_error
+from sparsekit.runs.store import PRETRAIN_DIR, Result
+
+#: A run checkpoints every ``steps // CHECKPOINTS_PER_RUN`` steps unless told otherwise, so an
+#: interruption loses at most about 5 % of it.
+CHECKPOINTS_PER_RUN = 20
 
 
 @dataclass
@@ -43,8 +48,12 @@ class Built:
     channels_before: list[Any]
 
 
-def build(resolved: Resolved, on_step: Callable[[StepInfo], None]) -> Built:
+def build(
+    resolved: Resolved, on_step: Callable[[StepInfo], None], control: RunControl | None = None
+) -> Built:
     """Seed, load the splits, build model and loss combiner, and the pruner of a scheduled run.
+
+    With ``control``, the training loop checkpoints into the run directory (phase ``train``).
 
     Raises:
         ConfigError: mixed precision without CUDA, or an inconsistent scheduled run.
@@ -78,6 +87,8 @@ def build(resolved: Resolved, on_step: Callable[[StepInfo], None]) -> Built:
         generator=generator,
         on_step=on_step,
     )
+    if control is not None:
+        context.checkpoint = control.checkpoint("train", generator)
     return Built(context, splits["test"], scheduled, layer_channels(model))
 
 
@@ -174,12 +185,21 @@ class Experiment:
             keyword arguments (components as names, ``{"name": ..., **params}`` dicts or instances).
     """
 
-    def __init__(self, config: ExperimentConfig | None = None, **fields: Any) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        **fields: Any,
+    ) -> None:
         if config is not None and fields:
             config = build_config({**config.model_dump(), **fields})
         elif config is None:
             config = build_config(fields)
-        self.config = config
+        if overwrite and resume:
+            raise ConfigError("give overwrite or resume, not both")
+        self.config, self.overwrite, self.resume = config, overwrite, resume
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Experiment:
@@ -198,7 +218,12 @@ class Experiment:
     ) -> Result:
         """Train, evaluate on the test split, and (with ``run_dir``) write the run directory.
 
-        If anything fails, the run directory keeps the resolved config and an ``error.txt``.
+        A ``run_dir`` that holds another run is refused unless the experiment was made with
+        ``overwrite=True`` (it is cleared first) or ``resume=True`` (the run continues from its
+        last checkpoint, or returns its result if it had finished). The run checkpoints as it
+        trains; SIGINT or SIGTERM stop it after the current step with a checkpoint written
+        (:class:`~sparsekit.errors.RunInterrupted`). If anything fails, the run directory keeps
+        the resolved config, ``state.json`` and an ``error.txt`` (docs/reliability.md).
 
         Args:
             on_step: called with a :class:`StepInfo` after every training step.
@@ -216,23 +241,28 @@ class Experiment:
                 component.check_available()
         run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else None
         if run_dir is not None:
-            write_config(run_dir, cfg.to_dict())
+            finished = open_run(run_dir, cfg.to_dict(), self.overwrite, self.resume)
+            if finished is not None:
+                return finished
+        every = cfg.checkpoint_every or max(1, cfg.steps // CHECKPOINTS_PER_RUN)
+        control = RunControl(run_dir, self.resume, every)
         tracking = RunLoggers(loggers, cfg.to_dict(), run_dir)
         bar = Progress(self.total_steps, progress)
         status = "failed"
         try:
-            with intra_op_threads(cfg.threads):
+            with intra_op_threads(cfg.threads), stop_on_signals(control.flag):
                 tracking.start()
                 report = tracking.wrap(bar.chain(on_step))
-                result = self._train(resolved, run_dir, report, bar.phase)
+                result = self._train(resolved, control, report, bar.phase)
                 if run_dir is not None:
                     bar.phase("saving")
-                    result.save(run_dir)
+                    publish(result, run_dir)
                 tracking.finish(result)
             status = "finished"
-        except BaseException:
+        except BaseException as error:
+            status = "interrupted" if isinstance(error, RunInterrupted) else "failed"
             if run_dir is not None:
-                write_error(run_dir, traceback.format_exc())
+                mark_stopped(run_dir, error)
             raise
         finally:
             bar.close()
@@ -242,29 +272,32 @@ class Experiment:
     @staticmethod
     def _train(
         resolved: Resolved,
-        run_dir: Path | None,
+        control: RunControl,
         report: Callable[[StepInfo], None],
         phase: PhaseReport,
     ) -> Result:
         """Training, then the fine-tuning or debiasing stage when there is one."""
         cfg = resolved.config
-        result = train(resolved, report, phase)
+        result = train(resolved, report, phase, control)
         stage = cfg.finetune or debias_stage(resolved)
         if stage is not None:
             pretrained = result
             phase("debiasing" if cfg.finetune is None else "fine-tuning")
-            result = second_stage(resolved, result, stage, run_dir, report, phase)
+            result = second_stage(resolved, result, stage, control, report, phase)
             if cfg.finetune is None:
                 whole_run(result, pretrained, cfg.steps)
         return result
 
 
 def train(
-    resolved: Resolved, on_step: Callable[[StepInfo], None], phase: PhaseReport = no_phase
+    resolved: Resolved,
+    on_step: Callable[[StepInfo], None],
+    phase: PhaseReport = no_phase,
+    control: RunControl | None = None,
 ) -> Result:
     """Build the run, let the learner train it, and record the final model."""
     clock = {"started": time.perf_counter()}
-    built = build(resolved, on_step)
+    built = build(resolved, on_step, control)
     clock["ready"] = time.perf_counter()
     if built.scheduled is None:
         history = resolved.learner.fit(built.context)
@@ -278,7 +311,7 @@ def second_stage(
     resolved: Resolved,
     pretrained: Result,
     stage: FinetuneConfig,
-    run_dir: Path | None,
+    control: RunControl,
     on_step: Callable[[StepInfo], None],
     phase: PhaseReport = no_phase,
 ) -> Result:
@@ -288,15 +321,15 @@ def second_stage(
     The returned (fine-tuned) result carries the whole two-stage config; the pre-trained one
     carries the config without its ``finetune`` stage, so each reproduces itself.
     """
-    cfg = resolved.config
+    cfg, run_dir = resolved.config, control.run_dir
     pretrain_dir = run_dir / PRETRAIN_DIR if run_dir is not None else None
     pretrained.config = {
         **pretrained.config,
         "finetune": None,
         "run_dir": str(pretrain_dir) if pretrain_dir is not None else None,
     }
-    if pretrain_dir is not None:
-        pretrained.save(pretrain_dir)
+    if run_dir is not None and pretrain_dir is not None:
+        save_result(pretrained, pretrain_dir, run_dir)
     total = cfg.steps + stage.steps
 
     def after_pretraining(info: StepInfo) -> None:
@@ -309,6 +342,7 @@ def second_stage(
         phase=phase,
         provider=resolved.provider,
         builder=resolved.builder,
+        checkpoint=lambda generator: control.checkpoint("second", generator, cfg.steps),
     )
     result.config = cfg.to_dict()
     return result

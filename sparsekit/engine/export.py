@@ -33,9 +33,11 @@ from torch import Tensor, nn
 from sparsekit._version import __version__
 from sparsekit.errors import ConfigError, MissingDependency
 from sparsekit.nn.compaction import ChannelSelectConv2d
+from sparsekit.runs.directory import CHECKPOINT_FILE, file_sha256
 from sparsekit.runs.store import (
     COMPACT_FILE,
     Result,
+    compact_is_current,
     compact_run,
     load_compact_run,
     load_model,
@@ -86,6 +88,7 @@ def export(
     path: str | Path,
     format: str = "onnx",
     example: Tensor | None = None,
+    source: dict[str, Any] | None = None,
 ) -> Path:
     """Write a multi-task model as a standalone artifact (see the module docstring).
 
@@ -100,6 +103,8 @@ def export(
             ``C, H, W`` only. By default one random ``64×64`` image with the input channels of
             the model's first conv (a compact model whose first conv selects some of the
             image's channels needs an example).
+        source: where the model came from, recorded in the artifact's metadata (``export_run``
+            records the run directory and the SHA-256 of its ``model.pt``).
 
     Returns:
         The path of the written file.
@@ -125,6 +130,7 @@ def export(
         "input_shape": ["batch", *(int(s) for s in x.shape[1:])],
         "format": format,
         "sparsekit_version": __version__,
+        **({"source": source} if source else {}),
     }
     # A dynamic batch dimension cannot be traced from a batch of one: export specialises it.
     batch = x[:1].expand(2, *x.shape[1:]).contiguous() if x.shape[0] < 2 else x
@@ -142,8 +148,8 @@ def export_run(
         format: ``onnx``, ``torchscript`` or ``exported-program``.
         out: the file to write, or an existing directory; by default
             ``RUN_DIR/export/<default file name>``.
-        compact: export the compact model (``compact.pt``, made and saved first when missing);
-            otherwise the masked model as trained.
+        compact: export the compact model (``compact.pt``, made and saved first when missing
+            or made from another ``model.pt``); otherwise the masked model as trained.
 
     Returns:
         The path of the written file.
@@ -157,13 +163,14 @@ def export_run(
     run_dir = Path(run_dir)
     if not compact:
         model = load_model(run_dir)
-    elif (run_dir / COMPACT_FILE).is_file():
+    elif (run_dir / COMPACT_FILE).is_file() and compact_is_current(run_dir):
         model = load_compact_run(run_dir)
     else:
         model = compact_run(run_dir)[1]
     example = _random_input((2, *run_input_shape(run_dir)))
     target = run_dir / EXPORT_DIR / DEFAULT_FILE_NAMES[format] if out is None else Path(out)
-    return export(model, target, format, example)
+    source = {"run_dir": str(run_dir), "model_sha256": file_sha256(run_dir / CHECKPOINT_FILE)}
+    return export(model, target, format, example, source)
 
 
 def run_input_shape(run_dir: str | Path) -> tuple[int, ...]:

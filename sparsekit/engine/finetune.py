@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +40,7 @@ from sparsekit.config import (
     FinetuneConfig,
     describe_validation_error,
 )
-from sparsekit.data.loading import cycle, make_loader, to_device
+from sparsekit.data.loading import ResumableBatches, make_loader, to_device
 from sparsekit.engine.finetune_plan import FinetunePlan, plan_finetune
 from sparsekit.engine.loop import Monitor
 from sparsekit.engine.outcome import final_metrics, layer_rows, timings
@@ -48,6 +48,7 @@ from sparsekit.engine.progress import PhaseReport, Progress, no_phase
 from sparsekit.engine.runtime import resolve_device, seed_everything
 from sparsekit.errors import ConfigError, TrainingDiverged
 from sparsekit.interfaces import (
+    Checkpoint,
     DatasetProvider,
     ModelBuilder,
     StepInfo,
@@ -58,6 +59,7 @@ from sparsekit.nn.efficiency import efficiency_record
 from sparsekit.nn.masking import MaskSet, freeze_zeros
 from sparsekit.nn.sparsity import layer_channels, sparsity
 from sparsekit.registry import create
+from sparsekit.runs.directory import prepare_run_dir
 from sparsekit.runs.store import Result, make_provider
 from sparsekit.tasks import task_losses
 
@@ -73,6 +75,25 @@ def _optimizer(plan: FinetunePlan, settings: TrainSettings) -> Any:
     return kind.build(groups, [], None, 0.0, settings.optimizer)
 
 
+def _batches(train: Dataset, stage: StageSettings) -> ResumableBatches:
+    """The stage's endless, seeded, checkpointable training batches."""
+    settings = stage.train
+    loader = make_loader(
+        train,
+        settings.batch_size,
+        shuffle=True,
+        generator=stage.generator,
+        pin_memory=settings.pin_memory,
+        num_workers=settings.num_workers,
+        drop_last=True,
+    )
+    return ResumableBatches(loader, stage.generator)
+
+
+#: What a fine-tuning stage's checkpoint holds besides the monitor.
+_TRACKED = ("model", "combiner", "optimizer", "batches")
+
+
 def _train(
     plan: FinetunePlan,
     masks: MaskSet,
@@ -81,18 +102,9 @@ def _train(
     on_step: Callable[[StepInfo], None],
 ) -> TrainingHistory:
     """The fine-tuning loop: combined loss of the trained tasks, no penalty, masks enforced."""
-    settings, device = stage.train, stage.device
+    settings, device, checkpoint = stage.train, stage.device, stage.checkpoint
     optimizer = _optimizer(plan, settings)
-    loader = make_loader(
-        data["train"],
-        settings.batch_size,
-        shuffle=True,
-        generator=stage.generator,
-        pin_memory=settings.pin_memory,
-        num_workers=settings.num_workers,
-        drop_last=True,
-    )
-    batches, names = cycle(loader), [t.name for t in plan.trained]
+    batches, names = _batches(data["train"], stage), [t.name for t in plan.trained]
     monitor = Monitor(
         plan.model,
         data["val"],
@@ -105,10 +117,13 @@ def _train(
         checkpointed=[plan.model, plan.combiner],
         on_step=on_step,
         non_blocking=settings.pin_memory,
+        checkpoint=checkpoint,
     )
     handles = masks.attach(optimizer)
+    for name, obj in zip(_TRACKED, (plan.model, plan.combiner, optimizer, batches), strict=True):
+        checkpoint.track(name, obj)
     try:
-        for step in range(1, settings.steps + 1):
+        for step in range(checkpoint.restore() + 1, settings.steps + 1):
             plan.set_modes()  # evaluate() puts every module back in training mode
             images, targets = to_device(next(batches), device, non_blocking=settings.pin_memory)
             losses = task_losses(plan.model(images, names), targets, plan.trained)
@@ -142,12 +157,14 @@ class StageSettings:
         device: where it runs.
         seed: the seed of the data order and of the new heads' initialisation.
         generator: the seeded data-order generator.
+        checkpoint: the stage's checkpoint.
     """
 
     train: TrainSettings
     device: torch.device
     seed: int
     generator: torch.Generator | None = None
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
 
 
 def stage_settings(parent: Result, stage: FinetuneConfig) -> StageSettings:
@@ -181,6 +198,7 @@ def finetune_stage(
     phase: PhaseReport = no_phase,
     provider: DatasetProvider | None = None,
     builder: ModelBuilder | None = None,
+    checkpoint: Callable[[torch.Generator], Checkpoint] | None = None,
 ) -> Result:
     """Fine-tune a trained run; ``parent`` is left unchanged.
 
@@ -193,6 +211,8 @@ def finetune_stage(
         provider: the data set, by default the one the run's config records (data given in
             memory must be passed again).
         builder: makes the heads of added tasks, by default the run's model builder.
+        checkpoint: makes the stage's checkpoint from its data-order generator (the second
+            stage of a run with a run directory); None keeps none.
 
     Returns:
         A new result: the fine-tuned model, its test metrics for every task of the model, and a
@@ -207,15 +227,12 @@ def finetune_stage(
     clock = {"started": time.perf_counter()}
     settings = stage_settings(parent, stage)
     settings.generator = seed_everything(settings.seed)  # also fixes the new heads' init
+    if checkpoint is not None:
+        settings.checkpoint = checkpoint(settings.generator)
     if provider is None:
         provider = make_provider(parent.config["dataset"])
     plan = plan_finetune(parent, stage, provider, settings.device, builder)
-    trained, everything = [t.name for t in plan.trained], [t.name for t in plan.tasks]
-    data = {
-        "train": provider.load("train", trained),
-        "val": provider.load("val", trained),
-        "test": provider.load("test", everything),
-    }
+    data = _stage_data(provider, plan)
     masks = freeze_zeros(plan.model, stage.granularity)
     active_before = {row.name: row.active for row in layer_channels(plan.model)}
     clock["ready"] = time.perf_counter()
@@ -223,13 +240,26 @@ def finetune_stage(
         history = _train(plan, masks, data, settings, on_step or (lambda info: None))
     plan.model.train()
     clock["trained"] = time.perf_counter()
-    data["val_all"] = provider.load("val", everything) if everything != trained else data["val"]
+    everything = [t.name for t in plan.tasks]
+    same = everything == [t.name for t in plan.trained]
+    data["val_all"] = data["val"] if same else provider.load("val", everything)
     result = _record(parent, stage, plan, history, masks, data, active_before, clock, phase)
     result.config["run_dir"] = str(run_dir) if run_dir is not None else None
     if run_dir is not None:
         phase("saving")
         result.save(run_dir)
     return result
+
+
+def _stage_data(provider: DatasetProvider, plan: FinetunePlan) -> dict[str, Dataset]:
+    """Training and validation splits of the trained tasks, the test split of all."""
+    trained, everything = [t.name for t in plan.trained], [t.name for t in plan.tasks]
+    data = {
+        "train": provider.load("train", trained),
+        "val": provider.load("val", trained),
+        "test": provider.load("test", everything),
+    }
+    return data
 
 
 def _record(
@@ -280,6 +310,7 @@ def finetune(
     on_step: Callable[[StepInfo], None] | None = None,
     progress: bool | None = None,
     dataset: DatasetProvider | None = None,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> Result:
     """Fine-tune a run's model (meta-testing), possibly on added tasks; see finetuning.md.
@@ -296,6 +327,7 @@ def finetune(
         run_dir: where to save the fine-tuned result, or None.
         on_step: called with a :class:`sparsekit.interfaces.StepInfo` after every step.
         progress: show a progress bar; None shows it when standard error is a terminal.
+        overwrite: clear a ``run_dir`` that holds a run first (otherwise it is refused).
         dataset: the data set of a run whose data was given in memory (``from_tensors``).
         **overrides: other :class:`sparsekit.config.FinetuneConfig` fields (``batch_size``,
             ``eval_every``, ``patience``, ``granularity``, ``seed``, ``device``).
@@ -308,20 +340,11 @@ def finetune(
         ConfigError: invalid fields, or task lists that do not fit this run.
         ValueError: the result holds no model (loaded with ``with_model=False``).
     """
-    fields = {
-        "tasks": None if tasks is None else list(tasks),
-        "add_tasks": list(add_tasks),
-        "mode": mode,
-        **overrides,
-    }
-    if steps is not None:
-        fields["steps"] = steps
-    if optimizer is not None:
-        fields["optimizer"] = optimizer
-    try:
-        stage = FinetuneConfig(**fields)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, FinetuneConfig)) from None
+    given = {"steps": steps, "optimizer": optimizer, "tasks": tasks}
+    fields = {key: value for key, value in given.items() if value is not None}
+    stage = finetune_config(add_tasks=list(add_tasks), mode=mode, **fields, **overrides)
+    if run_dir is not None:
+        prepare_run_dir(Path(run_dir), overwrite=overwrite)
     bar = Progress(stage.steps, progress)
     try:
         return finetune_stage(
@@ -329,6 +352,16 @@ def finetune(
         )
     finally:
         bar.close()
+
+
+def finetune_config(**fields: Any) -> FinetuneConfig:
+    """A :class:`FinetuneConfig` of ``fields``; invalid ones raise a readable ConfigError."""
+    if fields.get("tasks") is not None:
+        fields["tasks"] = list(fields["tasks"])
+    try:
+        return FinetuneConfig(**fields)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, FinetuneConfig)) from None
 
 
 def _lineage(

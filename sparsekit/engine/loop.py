@@ -10,6 +10,7 @@ the best checkpoint. The validation split serves model selection only; nothing o
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from sparsekit.data.loading import make_loader, to_device
-from sparsekit.interfaces import StepInfo, TrainingContext, TrainingHistory
+from sparsekit.interfaces import Checkpoint, StepInfo, TrainingContext, TrainingHistory
 from sparsekit.nn.sparsity import sparsity
 from sparsekit.tasks import Task, task_losses
 
@@ -84,6 +85,20 @@ class EarlyStopping:
         """Whether ``patience`` evaluations in a row brought no improvement."""
         return self.patience is not None and self.bad_evals >= self.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        """The best loss and step, the evaluations without progress and the best weights."""
+        return {
+            "best_loss": self.best_loss,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "best_state": self._best_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back a state from :meth:`state_dict`."""
+        self.best_loss, self.best_step = float(state["best_loss"]), int(state["best_step"])
+        self.bad_evals, self._best_state = int(state["bad_evals"]), state["best_state"]
+
     def restore_best(self) -> None:
         """Load the best weights back into the modules (one model for every task)."""
         if self._best_state is not None:
@@ -107,6 +122,8 @@ class Monitor:
         on_step: called with every step's :class:`StepInfo`.
         log_every: steps between sparsity readings for progress between evaluations (None: none).
         non_blocking: copy batches to the device asynchronously (pinned memory).
+        checkpoint: the loop's checkpoint; the monitor tracks itself in it and tells it about
+            every step.
     """
 
     def __init__(
@@ -124,6 +141,7 @@ class Monitor:
         on_step: Callable[[StepInfo], None],
         log_every: int | None = None,
         non_blocking: bool = False,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self.model, self.val, self.tasks, self.combiner = model, val, list(tasks), combiner
         self.device, self.total, self.eval_every = device, total, eval_every
@@ -131,6 +149,22 @@ class Monitor:
         self.stopper = EarlyStopping(patience, checkpointed)
         self.history = TrainingHistory()
         self.last_step = 0
+        self.checkpoint = checkpoint if checkpoint is not None else Checkpoint()
+        self.checkpoint.track("monitor", self)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The history so far, the early-stopping state and the last step."""
+        return {
+            "history": dataclasses.asdict(self.history),
+            "stopper": self.stopper.state_dict(),
+            "last_step": self.last_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back a state from :meth:`state_dict`."""
+        self.history = TrainingHistory(**state["history"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.last_step = int(state["last_step"])
 
     @classmethod
     def for_context(
@@ -154,6 +188,7 @@ class Monitor:
             on_step=context.on_step,
             log_every=log_every,
             non_blocking=settings.pin_memory,
+            checkpoint=context.checkpoint,
         )
 
     def is_eval_step(self, step: int) -> bool:
@@ -172,7 +207,8 @@ class Monitor:
                 sparsity is final).
         """
         self.last_step = info.step
-        if self.is_eval_step(info.step):
+        evaluated = self.is_eval_step(info.step)
+        if evaluated:
             val_loss, val_metrics = evaluate(
                 self.model,
                 self.val,
@@ -201,10 +237,11 @@ class Monitor:
             stats = sparsity(self.model)
             info.group_sparsity, info.parameter_sparsity = stats["group"], stats["parameter"]
         self.on_step(info)
-        if self.stopper.should_stop:
+        stop = self.stopper.should_stop
+        if stop:
             self.history.stopped_early = True
-            return True
-        return False
+        self.checkpoint.after_step(info.step, evaluated, done=stop or info.step == self.total)
+        return stop
 
     def finish(self) -> TrainingHistory:
         """Restore the best checkpoint (with patience) and return the history."""

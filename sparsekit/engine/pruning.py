@@ -85,6 +85,31 @@ class Pruner:
         """Whether the sparsity is final from ``step`` on (checkpoints fit for early stopping)."""
         return step >= self.schedule.settled_step
 
+    def state_dict(self) -> dict[str, Any]:
+        """The masks, the updates so far, the last step and the pruning generator's state."""
+        keep = None
+        if self.masks is not None:
+            keep = {name: self.masks.keep(name).clone() for name in self.masks}
+        return {
+            "keep": keep,
+            "updates": [dict(update) for update in self.updates],
+            "step": self._step,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back a state from :meth:`state_dict` (after :meth:`start`)."""
+        self.updates = [dict(update) for update in state["updates"]]
+        self._step = int(state["step"])
+        self.generator.set_state(state["generator"])
+        if self._handles is not None:
+            self._handles.remove()
+            self._handles = None
+        self.masks = None
+        if state["keep"] is not None:
+            self.masks = MaskSet(self.weights, state["keep"])
+            self._handles = self.masks.attach(self._optimizer)
+
     def stop(self) -> None:
         """Detach from the optimiser; the masked weights stay zero."""
         for handle in (self._handles, self._grad_hook):

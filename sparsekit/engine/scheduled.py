@@ -131,7 +131,7 @@ def fit_scheduled(learner: Learner, context: TrainingContext, run: ScheduledRun)
     settings, dense = context.settings, None
     total = run.dense_steps + run.scheduled_steps
 
-    def phase(steps: int, offset: int, pruner: Pruner | None) -> TrainingContext:
+    def phase(steps: int, offset: int, pruner: Pruner | None, checkpoint: Any) -> TrainingContext:
         def report(info: StepInfo) -> None:
             context.on_step(dataclasses.replace(info, step=offset + info.step, total=total))
 
@@ -140,11 +140,15 @@ def fit_scheduled(learner: Learner, context: TrainingContext, run: ScheduledRun)
             settings=dataclasses.replace(settings, steps=steps),
             pruner=pruner,
             on_step=report,
+            checkpoint=checkpoint,
         )
 
     if run.dense_steps:
-        dense = learner.fit(phase(run.dense_steps, 0, None))
-    history = learner.fit(phase(run.scheduled_steps, run.dense_steps, run.pruner))
+        dense_checkpoint = context.checkpoint.phase("dense")
+        dense = learner.fit(phase(run.dense_steps, 0, None, dense_checkpoint))
+    scheduled_checkpoint = context.checkpoint.phase("train", run.dense_steps)
+    scheduled = phase(run.scheduled_steps, run.dense_steps, run.pruner, scheduled_checkpoint)
+    history = learner.fit(scheduled)
     history.extra["schedule"] = run.describe()
     if dense is not None:
         history.extra["dense_phase"] = {"profile": dense.profile, "best_step": dense.best_step}

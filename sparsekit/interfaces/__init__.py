@@ -4,6 +4,7 @@ from sparsekit.interfaces.base import Component, ComponentConfig
 from sparsekit.interfaces.data import DatasetProvider
 from sparsekit.interfaces.executor import Executor, TaskOutcome
 from sparsekit.interfaces.learner import (
+    Checkpoint,
     Learner,
     Pruner,
     StepInfo,
@@ -26,6 +27,7 @@ from sparsekit.interfaces.regrowth import RegrowthPolicy
 from sparsekit.interfaces.scheduler import SparsitySchedule, SparsityScheduler
 
 __all__ = [
+    "Checkpoint",
     "BackboneBuilder",
     "BackboneConfig",
     "CombinerModule",

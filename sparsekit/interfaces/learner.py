@@ -65,6 +65,7 @@ class TrainSettings:
         pin_memory: pinned host memory and asynchronous copies to the device.
         num_workers: data-loading worker processes.
         lam_warmup: steps over which a fixed λ ramps linearly from 0 (0: none).
+        checkpoint_every: steps between checkpoints of a run with a run directory.
     """
 
     steps: int
@@ -76,6 +77,46 @@ class TrainSettings:
     pin_memory: bool = False
     num_workers: int = 0
     lam_warmup: int = 0
+    checkpoint_every: int | None = None
+
+
+class Stateful(Protocol):
+    """Anything whose state a checkpoint can hold: modules, optimisers, batch streams."""
+
+    def state_dict(self) -> Any:
+        """The state as tensors and plain data."""
+
+    def load_state_dict(self, state: Any) -> None:
+        """Take back a state from :meth:`state_dict`."""
+
+
+class Checkpoint:
+    """A training loop's checkpoint: what it tracks is saved as the loop goes and restored on
+    resume (the engine's :class:`sparsekit.engine.checkpoints.PhaseCheckpoint` does it).
+
+    A learner tracks every object its loop changes (``track("optimizer", optimizer)``), calls
+    :meth:`restore` once everything is built and starts its loop after the step it returns; the
+    :class:`~sparsekit.engine.loop.Monitor` calls :meth:`after_step` after every step. This base
+    class is what a loop gets outside a run directory: it keeps nothing and restores nothing.
+    """
+
+    def track(self, name: str, obj: Stateful) -> None:
+        """Save and restore ``obj`` under ``name`` (unique within the loop)."""
+
+    def restore(self) -> int:
+        """Load the saved state, if any, into every tracked object; the last step taken (0 for a
+        fresh loop, a step past the loop's end for one that had stopped)."""
+        return 0
+
+    def phase(self, name: str, offset: int = 0) -> Checkpoint:
+        """The checkpoint of another phase of the same run, which begins after ``offset`` of
+        the run's steps (a scheduled run's dense and scheduled phases)."""
+        return Checkpoint()
+
+    def after_step(self, step: int, evaluated: bool, done: bool) -> None:
+        """Save when due (every evaluation, every ``checkpoint_every`` steps, when ``done``);
+        raises :class:`sparsekit.errors.RunInterrupted` after saving if the run was asked to
+        stop."""
 
 
 class Pruner(Protocol):
@@ -112,6 +153,7 @@ class TrainingContext:
         on_step: called with a :class:`StepInfo` after every step.
         pruner: for a scheduled run, the pruner the learner drives; only learners whose class
             sets ``supports_schedules = True`` are given one.
+        checkpoint: where the loop's state is saved and restored from.
     """
 
     model: MultiTaskNet
@@ -126,6 +168,7 @@ class TrainingContext:
     generator: torch.Generator
     on_step: Callable[[StepInfo], None] = lambda info: None
     pruner: Pruner | None = None
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
 
 
 @dataclass

@@ -40,8 +40,8 @@ class Logger(Component):
     them all); ``log_summary(step, summary, hparams)`` once with the final figures (test and
     validation metrics, sparsity, efficiency, timings) and the resolved config flattened to
     ``{dotted.name: value}``; ``log_files(paths)`` with the run's plots; and ``close(status)``
-    last, with ``"finished"`` or ``"failed"``, whatever happened before. A logger that needs a
-    directory and has none (a run without ``run_dir``) raises
+    last, with ``"finished"``, ``"interrupted"`` or ``"failed"``, whatever happened before. A
+    logger that needs a directory and has none (a run without ``run_dir``) raises
     :class:`sparsekit.errors.ConfigError` from ``start``, or, if it can do without, logs nothing.
 
     Kind ``logger`` (hook ``sparsekit_register_loggers``).
@@ -66,4 +66,5 @@ class Logger(Component):
 
     @abstractmethod
     def close(self, status: str) -> None:
-        """Flush and release the destination; ``status`` is ``"finished"`` or ``"failed"``."""
+        """Flush and release the destination; ``status`` is ``"finished"``, ``"interrupted"``
+        or ``"failed"``."""

@@ -1,9 +1,12 @@
-"""Every read and write of a run directory: results, checkpoints, compact models, plots.
+"""Every read and write of a run directory: results, models, compact models, plots.
 
 A run directory holds the resolved ``config.yaml``, ``result.json`` (metrics, sparsity,
 per-layer channels, the sparsity profile, timings), ``model.pt`` (model and loss-combiner
 weights) and plots; ``compact.pt`` after compaction, ``pretrain/`` for the first stage of a
-two-stage run, and ``error.txt`` when the run failed. The file names are defined here only.
+two-stage run, ``checkpoints/`` while it trains, ``state.json`` and ``error.txt`` when it
+failed. The file names and the atomic writes are in :mod:`sparsekit.runs.directory`; a result
+is published by writing ``result.json`` last, with ``"status": "complete"`` and the SHA-256 of
+its ``model.pt``, and nothing else counts as a finished run.
 """
 
 from __future__ import annotations
@@ -24,15 +27,32 @@ from sparsekit.interfaces import DatasetProvider, GivenBackbone, ModelBuilder
 from sparsekit.nn.compaction import architecture, compact, resize_to_architecture
 from sparsekit.registry import create
 from sparsekit.reporting import plots
+from sparsekit.runs.directory import (
+    CHECKPOINT_FILE,
+    COMPACT_FILE,
+    COMPLETE,
+    CONFIG_FILE,
+    ERROR_FILE,
+    PRETRAIN_DIR,
+    RESULT_FILE,
+    check_run_dir,
+    file_sha256,
+    torch_load,
+    torch_save,
+    write_json,
+    write_text,
+)
 from sparsekit.runs.record import RunRecord
 
-RESULT_FILE = "result.json"
-CHECKPOINT_FILE = "model.pt"
-CONFIG_FILE = "config.yaml"
-COMPACT_FILE = "compact.pt"
-ERROR_FILE = "error.txt"
-#: Sub-directory of a run directory holding the pre-trained result of a two-stage experiment.
-PRETRAIN_DIR = "pretrain"
+__all__ = [
+    "CHECKPOINT_FILE",
+    "COMPACT_FILE",
+    "CONFIG_FILE",
+    "ERROR_FILE",
+    "PRETRAIN_DIR",
+    "RESULT_FILE",
+    "Result",
+]
 
 
 class Result(RunRecord):
@@ -40,17 +60,23 @@ class Result(RunRecord):
     run directory."""
 
     def save(self, directory: str | Path) -> Path:
-        """Write config, results, checkpoint and plots into ``directory``."""
+        """Write config, model, plots and, last, ``result.json`` into ``directory``.
+
+        Each file is written atomically; ``result.json`` comes last, marked complete and
+        holding the SHA-256 of the ``model.pt`` written with it.
+        """
         directory = Path(directory)
+        check_run_dir(directory)
         directory.mkdir(parents=True, exist_ok=True)
         write_config(directory, self.config)
-        (directory / RESULT_FILE).write_text(json.dumps(self.to_dict(), indent=2))
+        record: dict[str, Any] = {"status": COMPLETE, **self.to_dict()}
         if self.model is not None:
             state = {"model": self.model.state_dict()}
             if self.combiner is not None:
                 state["combiner"] = self.combiner.state_dict()
-            torch.save(state, directory / CHECKPOINT_FILE)
+            record["model_sha256"] = file_sha256(torch_save(state, directory / CHECKPOINT_FILE))
         plots.plot_run(self, directory)
+        write_json(directory / RESULT_FILE, record)
         return directory
 
     @classmethod
@@ -74,12 +100,10 @@ class Result(RunRecord):
                 saved weights do not fit it.
         """
         directory = Path(directory)
-        path = directory / RESULT_FILE
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no sparsekit result in {str(directory)!r} (missing {RESULT_FILE})"
-            )
-        result = cls(**json.loads(path.read_text()))
+        record, model_sha256 = read_result(directory)
+        result = cls(**record)
+        if with_model and model_sha256 is not None:
+            check_model_file(directory, model_sha256)
         if with_model and (directory / CHECKPOINT_FILE).is_file():
             result.model, result.combiner = build_model(result.config, result.tasks, backbone)
             try:
@@ -95,15 +119,57 @@ class Result(RunRecord):
         return result
 
 
+def read_result(directory: Path) -> tuple[dict[str, Any], str | None]:
+    """A finished run's ``result.json``: the record's fields, and the SHA-256 of its
+    ``model.pt`` (None for a result saved without a model, or before 0.2).
+
+    Raises:
+        FileNotFoundError: no ``result.json`` (or ``directory`` does not exist).
+        ConfigError: ``directory`` is a file; ``result.json`` is truncated, not a sparsekit
+            result, or of a run that did not complete.
+    """
+    check_run_dir(directory)
+    path = directory / RESULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no sparsekit result in {str(directory)!r} (missing {RESULT_FILE})"
+        )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"it holds a {type(record).__name__}, not an object")
+        status = record.pop("status", COMPLETE)  # results written before 0.2 carry none
+        sha = record.pop("model_sha256", None)
+        if status == COMPLETE:
+            RunRecord(**record)  # every field there, none unknown
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path} is not a complete sparsekit result ({reason})") from None
+    if status != COMPLETE:
+        raise ConfigError(f"{path} is of a run that did not complete (status {status!r})")
+    return record, sha
+
+
+def check_model_file(directory: Path, sha256: str) -> None:
+    """Raise a :class:`ConfigError` unless ``model.pt`` is the model ``result.json`` names."""
+    path = directory / CHECKPOINT_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; result.json says the run saved its model there")
+    if file_sha256(path) != sha256:
+        raise ConfigError(
+            f"{path} is not the model result.json was saved with (it was changed or replaced "
+            "after the run)"
+        )
+
+
 def write_config(directory: Path, config: dict[str, Any]) -> None:
     """Write the resolved config of a run (``config.yaml``)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    write_text(directory / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_error(directory: Path, text: str) -> None:
     """Record why a run failed (``error.txt``)."""
-    (directory / ERROR_FILE).write_text(text)
+    write_text(directory / ERROR_FILE, text)
 
 
 def build_model(
@@ -190,7 +256,9 @@ def load_weights(
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no model checkpoint in {str(directory)!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch_load(path, "model checkpoint")
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"{path} is not a readable sparsekit model checkpoint (no model state)")
     model.load_state_dict(state["model"])
     if "combiner" in state:
         try:
@@ -223,16 +291,24 @@ def load_dense_weights(model: nn.Module, combiner: nn.Module, run_dir: str | Pat
 def read_parameter_sparsity(run_dir: str | Path) -> float:
     """The parameter sparsity a finished run reached (``target: {from_run: ...}``).
 
+    Only ``sparsity.parameter`` is read, so a ``result.json`` written by other code serves
+    too, but never one of a run that did not complete (a ``status`` other than complete).
+
     Raises:
-        ConfigError: the run directory holds no readable ``result.json`` with a parameter
-            sparsity in ``[0, 1)``.
+        ConfigError: the run directory holds no readable ``result.json`` of a complete run
+            with a parameter sparsity in ``[0, 1)``.
     """
     path = Path(run_dir) / RESULT_FILE
     try:
-        value = json.loads(path.read_text())["sparsity"]["parameter"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        check_run_dir(Path(run_dir))
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("status", COMPLETE) != COMPLETE:
+            raise ValueError(f"the run did not complete: status {record['status']!r}")
+        value = record["sparsity"]["parameter"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
-            f"target from_run: cannot read the parameter sparsity from {str(path)!r} ({exc})"
+            f"target from_run: cannot read the parameter sparsity from {str(path)!r} ({reason})"
         ) from None
     if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value < 1.0):
         raise ConfigError(f"target from_run: {str(path)!r} holds parameter sparsity {value!r}")
@@ -260,8 +336,8 @@ def save_compact(model: nn.Module, path: str | Path, **extra: Any) -> Path:
         **extra: more entries of plain data or tensors (loadable with ``weights_only=True``).
     """
     path = Path(path)
-    torch.save({"architecture": architecture(model), "model": model.state_dict(), **extra}, path)
-    return path
+    state = {"architecture": architecture(model), "model": model.state_dict(), **extra}
+    return torch_save(state, path)
 
 
 def load_compact(path: str | Path, skeleton: nn.Module) -> nn.Module:
@@ -269,7 +345,7 @@ def load_compact(path: str | Path, skeleton: nn.Module) -> nn.Module:
     same configuration (resized in place); in eval mode."""
     tensor = next(iter(skeleton.state_dict().values()), None)
     device = tensor.device if tensor is not None else torch.device("cpu")
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = torch_load(Path(path), "compact model", map_location=device)
     model = resize_to_architecture(skeleton, state["architecture"])
     model.load_state_dict(state["model"])
     return model.eval()
@@ -287,7 +363,8 @@ def compact_run(run_dir: str | Path) -> tuple[nn.Module, nn.Module, Path]:
     run_dir = Path(run_dir)
     model = load_model(run_dir)
     small = compact(model)
-    return model, small, save_compact(small, run_dir / COMPACT_FILE)
+    source = file_sha256(run_dir / CHECKPOINT_FILE)
+    return model, small, save_compact(small, run_dir / COMPACT_FILE, model_sha256=source)
 
 
 def load_compact_run(run_dir: str | Path) -> nn.Module:
@@ -300,4 +377,17 @@ def load_compact_run(run_dir: str | Path) -> nn.Module:
     path = run_dir / COMPACT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no compact model in {str(run_dir)!r} (run `sparsekit compact`)")
+    if not compact_is_current(run_dir):
+        raise ConfigError(
+            f"{path} was made from another model.pt than the run's; run `sparsekit compact "
+            f"{run_dir}` again"
+        )
     return load_compact(path, load_model(run_dir))
+
+
+def compact_is_current(run_dir: Path) -> bool:
+    """Whether ``compact.pt`` was made from the run's present ``model.pt``."""
+    state = torch_load(run_dir / COMPACT_FILE, "compact model")
+    recorded = state.get("model_sha256") if isinstance(state, dict) else None
+    model = run_dir / CHECKPOINT_FILE
+    return recorded is not None and model.is_file() and recorded == file_sha256(model)
