@@ -8,8 +8,9 @@ outgrows one machine runs on a cluster unchanged. Outcomes come back to the call
 which alone writes the results database. Ray is an optional extra: ``pip install
 'sparsekit[ray]'``.
 
-On Ctrl-C the unfinished tasks are cancelled (force-killed) before the interruption is raised
-again; outcomes already reported stand.
+On Ctrl-C (and on SIGTERM, which a sweep turns into the same interruption) the unfinished
+tasks are cancelled (force-killed) before the interruption is raised again; outcomes already
+reported stand.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class RayExecutor(Executor):
         self,
         fn: Callable[[Any], Any],
         items: Sequence[Any],
-        on_start: Callable[[int], None],
+        on_start: Callable[[int], bool | None],
         on_done: Callable[[TaskOutcome], None],
     ) -> None:
         """Submit every call as a task and report each as it finishes."""
@@ -85,8 +86,8 @@ class RayExecutor(Executor):
         refs: dict[Any, int] = {}
         try:
             for index, item in enumerate(items):
-                on_start(index)
-                refs[remote.remote(item)] = index
+                if on_start(index) is not False:  # False: the caller skips it
+                    refs[remote.remote(item)] = index
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1)
                 for ref in ready:

@@ -39,8 +39,10 @@ class Executor(Component):
     The sweep hands an executor one batch at a time; the calls of a batch do not depend on each
     other. Outcomes are reported in the calling process, so the caller alone writes results
     even when the calls ran on other machines. ``map_unordered(fn, items, on_start, on_done)``
-    calls a module-level function on every item and reports each outcome (value or error text)
-    exactly once; on Ctrl-C it cancels what has not finished and re-raises.
+    asks ``on_start`` before it starts each item (False: skip it; a sweep claims the run there,
+    and another sweep may hold it), calls a module-level function on every item it starts and
+    reports each outcome (value or error text) exactly once; on Ctrl-C it cancels what has not
+    finished, stops its workers and re-raises. Workers must not outlive the calling process.
     ``threads_per_call(count)`` is the torch thread count each call gets.
 
     Kind ``executor`` (hook ``sparsekit_register_executors``).
@@ -51,7 +53,7 @@ class Executor(Component):
         self,
         fn: Callable[[Any], Any],
         items: Sequence[Any],
-        on_start: Callable[[int], None],
+        on_start: Callable[[int], bool | None],
         on_done: Callable[[TaskOutcome], None],
     ) -> None:
         """Call ``fn(item)`` for every item and report every outcome as soon as it is known.
@@ -60,9 +62,12 @@ class Executor(Component):
             fn: a module-level function (it is pickled by reference and may run in another
                 process or on another machine).
             items: its arguments, each picklable.
-            on_start: called with an item's index when the item is handed to a worker.
-            on_done: called exactly once per item with its :class:`TaskOutcome` (in any order),
-                in the calling thread; an exception raised by ``fn`` becomes an error outcome.
+            on_start: called with an item's index just before the item is handed to a worker
+                (once per item, and again when an item is run again after its worker died);
+                if it returns False the item is skipped: not run, and no outcome reported.
+            on_done: called exactly once per item started with its :class:`TaskOutcome` (in
+                any order), in the calling thread; an exception raised by ``fn`` becomes an
+                error outcome.
 
         Raises:
             KeyboardInterrupt: on interruption (also when raised by ``on_start`` or

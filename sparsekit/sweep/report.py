@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
+import os
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -175,7 +177,7 @@ def write_csv(rows: Sequence[ReportRow], group_by: Sequence[str], path: Path) ->
         ("sparsity.group", lambda r: (r.sparsity or {}).get("group")),
     ]
     figures += [(k, lambda r, k=k: (r.efficiency or {}).get(k)) for k, _ in EFFICIENCY_COLUMNS]
-    with path.open("w", newline="") as handle:
+    with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
         header = ["run", *group_by, "finished", "runs"]
         for name, _ in figures:
@@ -187,6 +189,17 @@ def write_csv(rows: Sequence[ReportRow], group_by: Sequence[str], path: Path) ->
                 mean, std = mean_std(row.values(getter))
                 line += ["" if mean is None else mean, "" if std is None else std]
             writer.writerow(line)
+        replace_file(path, handle.getvalue().encode())
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file moved into place."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 #: The sweep field that traces a curve: rows differing only in it are drawn as one line.
@@ -239,7 +252,9 @@ def plot_metrics_vs_sparsity(rows: Sequence[ReportRow], path: Path) -> None:
     suffix); nothing when no row has a metric."""
     fig = metrics_vs_sparsity_figure(rows)
     if fig is not None:
-        fig.savefig(path, dpi=110)
+        with io.BytesIO() as buffer:
+            fig.savefig(buffer, format=path.suffix.lstrip("."), dpi=110)
+            replace_file(path, buffer.getvalue())
         plt.close(fig)
 
 
@@ -362,7 +377,8 @@ def write_report(
     split: str = "test",
     plot_format: str = "png",
 ) -> str:
-    """Write ``report.md``, ``report.csv`` and ``metrics_vs_sparsity.png``; return the table.
+    """Write ``report.md``, ``report.csv`` and ``metrics_vs_sparsity.png`` (each replaced whole,
+    never left half-written); return the table.
 
     With ``split="val"`` the metrics are the validation split's and the files are named
     ``report_val.md``, ``report_val.csv`` and ``metrics_vs_sparsity_val.png``. ``plot_format``
@@ -372,7 +388,7 @@ def write_report(
     table = markdown_table(rows, group_by)
     suffix = "" if split == "test" else f"_{split}"
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"report{suffix}.md").write_text(table + "\n")
+    replace_file(directory / f"report{suffix}.md", (table + "\n").encode())
     write_csv(rows, group_by, directory / f"report{suffix}.csv")
     plot_metrics_vs_sparsity(rows, directory / f"metrics_vs_sparsity{suffix}.{plot_format}")
     return table

@@ -1,59 +1,62 @@
 """Running a sweep: expand it, skip what is finished, execute the rest, record every outcome.
 
-Stages run in order; the runs of one stage are handed to the executor together. Every outcome
-is written to the sweep database in the calling process as soon as the executor reports it, so
-an interruption (Ctrl-C) or a crash loses nothing that finished. A run that raises or diverges
-is recorded as ``failed`` with its error and the others go on; a run whose ``{run_of: ...}``
-dependency did not finish fails with that reason without being started. Running the sweep again
-skips finished runs and retries the failed, interrupted and pending ones.
+Stages run in order; the runs of one stage are handed to the executor together, and each is
+claimed in the database just before it starts (:mod:`sparsekit.sweep.claims`), so several
+sweeps on one directory run each case once between them. Every outcome is written to the sweep
+database in the calling process as soon as the executor reports it, so an interruption (Ctrl-C,
+SIGTERM, SIGHUP) or a crash loses nothing that finished; interrupted runs are recorded
+``interrupted``, and a run left ``running`` by a killed sweep is taken over by the next one. A
+run that raises or diverges is recorded as ``failed`` with its error and the others go on; a
+run whose ``{run_of: ...}`` dependency did not finish fails with that reason without being
+started. Running the sweep again skips finished runs (re-running those whose run directory is
+missing or incomplete, :mod:`sparsekit.sweep.rundirs`) and retries the failed, interrupted and
+pending ones, each resuming from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sparsekit.errors import ConfigError
 from sparsekit.interfaces import TaskOutcome
 from sparsekit.registry import create
+from sparsekit.runs.directory import write_text
+from sparsekit.sweep.claims import Owner
+from sparsekit.sweep.guard import Heartbeat, interrupt_on_termination
 from sparsekit.sweep.report import default_group_by, write_report
+from sparsekit.sweep.rundirs import reopen_incomplete
 from sparsekit.sweep.spec import RunSpec, SweepConfig, build_sweep_config, expand, load_sweep_config
+from sparsekit.sweep.stage import StageRunner, SweepSummary
 from sparsekit.sweep.store import ResultStore
-from sparsekit.sweep.worker import WorkItem, run_one
 
 DATABASE_FILE = "sweep.db"
 SWEEP_FILE = "sweep.yaml"
 
-
-@dataclass
-class SweepSummary:
-    """What a call of :meth:`Sweep.run` did.
-
-    Attributes:
-        finished: runs that finished in this call.
-        failed: runs that failed in this call (their errors are in the database).
-        skipped: runs already finished before this call.
-        interrupted: runs stopped by an interruption.
-        wall_s: wall-clock seconds of the call.
-    """
-
-    finished: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    interrupted: list[str] = field(default_factory=list)
-    wall_s: float = 0.0
+__all__ = ["DATABASE_FILE", "SWEEP_FILE", "Sweep", "SweepInterrupted", "SweepSummary"]
 
 
 class SweepInterrupted(KeyboardInterrupt):
-    """The sweep was interrupted; finished runs are recorded and :attr:`summary` says the rest."""
+    """The sweep was interrupted; finished runs are recorded and :attr:`summary` says the rest.
 
-    def __init__(self, summary: SweepSummary) -> None:
+    Attributes:
+        summary: what the call did before it stopped.
+        signal_number: the signal that stopped it (SIGINT for Ctrl-C).
+    """
+
+    def __init__(self, summary: SweepSummary, signal_number: int = signal.SIGINT) -> None:
         super().__init__("sweep interrupted")
-        self.summary = summary
+        self.summary, self.signal_number = summary, int(signal_number)
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status for a process ended by the signal: 128 + its number."""
+        return 128 + self.signal_number
 
 
 class Sweep:
@@ -93,11 +96,11 @@ class Sweep:
         """The sweep whose directory this is (read from its ``sweep.yaml``).
 
         Raises:
-            FileNotFoundError: the directory holds no sweep.
+            ConfigError: the directory holds no sweep (no ``sweep.yaml``).
         """
         path = Path(directory) / SWEEP_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"no sweep in {str(directory)!r} (missing {SWEEP_FILE})")
+            raise ConfigError(f"no sweep in {str(directory)!r} (missing {SWEEP_FILE})")
         return cls(load_sweep_config(path, {"directory": str(directory)}))
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,10 +116,22 @@ class Sweep:
         Only the runs of the sweep as configured now are reported (a database may also hold
         runs of an earlier version of the config). ``split="val"`` reports the validation
         metrics of the same final models, the figures to choose settings on. ``plot_format``
-        is the plot's file type: ``png``, ``pdf`` or ``svg``.
+        is the plot's file type: ``png``, ``pdf`` or ``svg``. Each file is replaced whole.
+
+        Raises:
+            ConfigError: the database is missing, unreadable, or holds none of the sweep's
+                runs (existing report files are then left as they are).
         """
         current = {spec.run_id for spec in self.runs()}
-        runs = [row for row in self.store.rows() if row.run_id in current]
+        store = ResultStore(self.directory / DATABASE_FILE, create=False)
+        store.settle_dead_claims()
+        rows = store.rows()
+        runs = [row for row in rows if row.run_id in current]
+        if not runs:
+            raise ConfigError(
+                f"no results to report: {self.directory / DATABASE_FILE} holds none of the runs "
+                f"of the sweep as configured now ({len(rows)} of another configuration)"
+            )
         group_by = self.config.group_by or default_group_by(self.config.stages)
         hidden = {stage.name for stage in self.config.stages if not stage.report}
         return write_report(runs, self.directory, group_by, hidden, split, plot_format)
@@ -139,87 +154,38 @@ class Sweep:
 
         Args:
             on_start: called with a run when it is handed to a worker.
-            on_done: called with a run and its outcome when it ends (progress reporting).
+            on_done: called with a run and its outcome when it ends here (progress reporting).
 
         Raises:
-            SweepInterrupted: on Ctrl-C, after recording every finished run.
-            ConfigError: an invalid run config (before anything runs).
+            SweepInterrupted: on Ctrl-C, SIGTERM or SIGHUP, after recording every finished run
+                and marking the runs in flight ``interrupted``.
+            ConfigError: an invalid run config, an unreadable database, or a finished run whose
+                directory is missing while a later finished run used it (before anything runs).
         """
         started = time.perf_counter()
         specs = self.runs()
         self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / SWEEP_FILE).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(self.directory / SWEEP_FILE, yaml.safe_dump(self.to_dict(), sort_keys=False))
         store = self.store
-        for spec in specs:
-            store.register(spec)
+        store.register_all(specs)
+        store.settle_dead_claims()
+        summary = SweepSummary(reopened=reopen_incomplete(specs, store))
         executor = create("executor", self.config.executor)
-        summary = SweepSummary()
-        in_flight: set[str] = set()
-        try:
-            for stage in self.config.stages:
-                stage_specs = [s for s in specs if s.stage == stage.name]
-                self._run_stage(stage_specs, store, executor, summary, in_flight, on_start, on_done)
-        except KeyboardInterrupt:
-            for run_id in sorted(in_flight):
-                store.mark_failed(run_id, "interrupted before it finished", "interrupted")
-                summary.interrupted.append(run_id)
-            summary.wall_s = time.perf_counter() - started
-            raise SweepInterrupted(summary) from None
+        runner = StageRunner(store, Owner.here(), executor, summary, on_start, on_done)
+        with Heartbeat(store, runner.owner), interrupt_on_termination() as received:
+            try:
+                for stage in self.config.stages:
+                    runner.run([spec for spec in specs if spec.stage == stage.name])
+            except KeyboardInterrupt:
+                for run_id in sorted(runner.in_flight):
+                    store.release(run_id, runner.owner, "interrupted before it finished")
+                    summary.interrupted.append(run_id)
+                summary.wall_s = time.perf_counter() - started
+                number = received[0] if received else signal.SIGINT
+                raise SweepInterrupted(summary, number) from None
+            except BaseException as exc:  # the sweep itself failed: its runs are not held on
+                for run_id in sorted(runner.in_flight):
+                    store.release(run_id, runner.owner, f"its sweep failed: {exc!r}")
+                raise
         summary.wall_s = time.perf_counter() - started
         return summary
-
-    def _run_stage(
-        self,
-        specs: list[RunSpec],
-        store: ResultStore,
-        executor: Any,
-        summary: SweepSummary,
-        in_flight: set[str],
-        on_start: Callable[[RunSpec], None] | None,
-        on_done: Callable[[RunSpec, TaskOutcome], None] | None,
-    ) -> None:
-        todo = []
-        for spec in specs:
-            row = store.get(spec.run_id)
-            if row is not None and row.status == "finished":
-                summary.skipped.append(spec.run_id)
-                continue
-            missing = [d for d in spec.depends_on if _status(store, d) != "finished"]
-            if missing:
-                store.mark_failed(
-                    spec.run_id,
-                    f"not started: it uses run(s) {', '.join(missing)} of an earlier stage, "
-                    f"which did not finish",
-                )
-                summary.failed.append(spec.run_id)
-                continue
-            todo.append(spec)
-        if not todo:
-            return
-        threads = executor.threads_per_call(len(todo))
-        items = [WorkItem(spec.run_id, spec.config, threads) for spec in todo]
-
-        def started(index: int) -> None:
-            store.mark_running(todo[index].run_id)
-            in_flight.add(todo[index].run_id)
-            if on_start is not None:
-                on_start(todo[index])
-
-        def done(outcome: TaskOutcome) -> None:
-            spec = todo[outcome.index]
-            if outcome.ok:
-                store.mark_finished(spec.run_id, outcome.value)
-                summary.finished.append(spec.run_id)
-            else:
-                store.mark_failed(spec.run_id, outcome.error or "unknown error")
-                summary.failed.append(spec.run_id)
-            in_flight.discard(spec.run_id)
-            if on_done is not None:
-                on_done(spec, outcome)
-
-        executor.map_unordered(run_one, items, started, done)
-
-
-def _status(store: ResultStore, run_id: str) -> str | None:
-    row = store.get(run_id)
-    return None if row is None else row.status

@@ -39,12 +39,16 @@ def _non_finite(outcome: dict[str, Any]) -> list[str]:
 def run_one(item: WorkItem) -> dict[str, Any]:
     """Run one experiment and return its metrics, sparsity, efficiency and timings.
 
+    The run resumes in its run directory: from its last checkpoint if one is there (a run
+    interrupted before), as it is if it had finished, and from the start otherwise.
+
     Raises:
         RunDiverged: a metric or the sparsity is NaN or infinite.
         Exception: whatever the experiment raised (its run directory keeps ``error.txt``).
     """
     torch.set_num_threads(item.threads)
-    result = Experiment(build_config(dict(item.config))).run()
+    # A run stopped before (interrupted, its sweep killed) continues from its last checkpoint.
+    result = Experiment(build_config(dict(item.config)), resume=True).run()
     outcome = {
         "metrics": result.metrics,
         "directions": result.metric_directions,

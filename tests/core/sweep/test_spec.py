@@ -10,6 +10,7 @@ import pytest
 
 from sparsekit import ConfigError
 from sparsekit.sweep import ResultStore, Sweep
+from sparsekit.sweep.claims import Owner
 from sparsekit.sweep.report import write_report
 from sparsekit.sweep.spec import RunSpec, config_hash
 
@@ -111,10 +112,11 @@ def test_the_table5_sweep_has_every_row_of_the_paper(tmp_path):
 
 def write_rows(path, worker, count):
     store = ResultStore(path)
+    owner = Owner.here()
     for i in range(count):
         spec = RunSpec(f"{worker}-{i}", "s", "s", i, {}, {"i": i})
         store.register(spec)
-        store.mark_running(spec.run_id)
+        assert store.claim(spec.run_id, owner)
         store.mark_finished(spec.run_id, {"metrics": {"t": {"m": float(i)}}})
 
 
