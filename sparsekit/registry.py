@@ -93,12 +93,47 @@ def _disabled() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, PluginLoadWarning, stacklevel=3)
+
+
+def _entry_points() -> list[tuple[str, str, importlib_metadata.EntryPoint]]:
+    """(distribution, version, entry point) of every ``sparsekit`` entry point, each once."""
+    found: dict[tuple[str, str], tuple[str, str, importlib_metadata.EntryPoint]] = {}
+    for dist in importlib_metadata.distributions():
+        dist_name = dist.metadata["Name"] or "unknown"
+        for ep in dist.entry_points:
+            # setdefault: the same distribution found twice on sys.path counts once
+            if ep.group == PROJECT_NAME:
+                found.setdefault((dist_name, ep.name), (dist_name, dist.version or "", ep))
+    return list(found.values())
+
+
+def _hook_problem(pm: pluggy.PluginManager, module: object) -> str | None:
+    """What is wrong with the hooks a registered plugin module implements (None: nothing)."""
+    callers = pm.get_hookcallers(module) or []
+    unknown = sorted(caller.name for caller in callers if caller.spec is None)
+    hooks = sorted(kind.hook for kind in KINDS.values())
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], hooks, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"implements {', '.join(unknown)}, which is no sparsekit hook{hint}"
+    if not callers:
+        return (
+            f"implements no sparsekit hook (functions marked @sparsekit.hookimpl: {hooks[0]}, ...)"
+        )
+    return None
+
+
 def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]]]:
     """A fresh plugin manager with every ``sparsekit`` entry point loaded.
 
     Entry points named in ``SPARSEKIT_DISABLE_PLUGINS`` (comma-separated entry-point names, or
-    ``distribution:entry-point`` to single out one distribution's) are skipped. An entry
-    point that fails to import emits a :class:`PluginLoadWarning` naming it and is skipped.
+    ``distribution:entry-point`` to single out one distribution's) are skipped; a name there
+    that no entry point has emits a :class:`PluginLoadWarning` listing the names there are. An
+    entry point that fails to import, or whose module implements a hook that does not exist
+    (a misspelt hook name) or none at all, emits a :class:`PluginLoadWarning` naming it and its
+    distribution and is skipped; the others are loaded.
 
     Returns:
         The manager and, for every registered plugin name, its (distribution, version).
@@ -106,32 +141,37 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, st
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     origins: dict[str, tuple[str, str]] = {}
-    disabled = _disabled()
-    seen_dists: set[tuple[str, str]] = set()
-    for dist in importlib_metadata.distributions():
-        dist_name = dist.metadata["Name"] or "unknown"
-        for ep in dist.entry_points:
-            if ep.group != PROJECT_NAME or {ep.name, f"{dist_name}:{ep.name}"} & disabled:
-                continue
-            key = (dist_name, ep.name)
-            if key in seen_dists:  # the same distribution found twice on sys.path
-                continue
-            seen_dists.add(key)
-            plugin_name = f"{dist_name}:{ep.name}"
-            try:
-                module = ep.load()
-                pm.register(module, name=plugin_name)
-            except Exception as exc:  # noqa: BLE001 - any failure of a plugin must not stop the rest
-                warnings.warn(
-                    f"sparsekit plugin {ep.name!r} from {dist_name} ({ep.value}) failed to load "
-                    f"and is skipped: {type(exc).__name__}: {exc}",
-                    PluginLoadWarning,
-                    stacklevel=2,
-                )
-                continue
-            origins[plugin_name] = (dist_name, dist.version or "")
+    disabled, known = _disabled(), set()
+    for dist_name, version, ep in _entry_points():
+        plugin_name = f"{dist_name}:{ep.name}"
+        known |= {ep.name, plugin_name}
+        if {ep.name, plugin_name} & disabled:
+            continue
+        what = f"sparsekit plugin {ep.name!r} from {dist_name} ({ep.value})"
+        try:
+            module = ep.load()
+            pm.register(module, name=plugin_name)
+        except Exception as exc:  # noqa: BLE001 - any failure of a plugin must not stop the rest
+            _warn(f"{what} failed to load and is skipped: {type(exc).__name__}: {exc}")
+            continue
+        problem = _hook_problem(pm, module)
+        if problem is not None:
+            pm.unregister(name=plugin_name)
+            _warn(f"{what} {problem}; it is skipped")
+            continue
+        origins[plugin_name] = (dist_name, version)
+    if disabled - known:
+        _warn(
+            f"{DISABLE_ENV} names {', '.join(sorted(disabled - known))}, which no installed "
+            f"sparsekit entry point is called; the names there are: {', '.join(sorted(known))}"
+        )
     pm.check_pending()
     return pm, origins
+
+
+def _builtins_first(origins: dict[str, tuple[str, str]], plugin: str) -> tuple[bool, str]:
+    dist = origins.get(plugin, (plugin, ""))[0]
+    return dist != PROJECT_NAME, dist
 
 
 class Registry:
@@ -141,25 +181,27 @@ class Registry:
         self.plugin_manager, origins = make_plugin_manager()
         self._entries: dict[str, dict[str, _Entry]] = {kind: {} for kind in KINDS}
         for kind in KINDS.values():
-            hook = getattr(self.plugin_manager.hook, kind.hook)
-            for impl in hook.get_hookimpls():
+            impls = getattr(self.plugin_manager.hook, kind.hook).get_hookimpls()
+            # The built-ins first, then by distribution name: on a name clash the first stays.
+            for impl in sorted(impls, key=lambda i: _builtins_first(origins, i.plugin_name)):
                 dist, version = origins.get(impl.plugin_name, (impl.plugin_name, ""))
                 self._collect(kind.name, impl, dist, version)
 
     def _collect(self, kind: str, impl: Any, dist: str, version: str) -> None:
+        """Call one plugin's hook; a class it cannot register is skipped with a warning."""
+
         def register(cls: type) -> None:
-            self.add(kind, cls, impl.plugin_name, dist, version)
+            try:
+                self.add(kind, cls, impl.plugin_name, dist, version)
+            except PluginError as exc:
+                _warn(f"sparsekit plugin {impl.plugin_name!r}: {exc}; the class is skipped")
 
         try:
             impl.function(register=register)
-        except PluginError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            warnings.warn(
+        except Exception as exc:  # noqa: BLE001 - a failing plugin must not stop the rest
+            _warn(
                 f"sparsekit plugin {impl.plugin_name!r} failed while registering its {kind} "
-                f"components and is skipped: {type(exc).__name__}: {exc}",
-                PluginLoadWarning,
-                stacklevel=3,
+                f"components and is skipped: {type(exc).__name__}: {exc}"
             )
 
     def add(
@@ -173,11 +215,13 @@ class Registry:
         """Register a component class of ``kind`` (what a plugin's ``register`` call does).
 
         Raises:
-            PluginError: an unknown kind, a class without ``name`` or pydantic ``Config``, or a
-                name another class of the kind already has.
+            PluginError: an unknown kind, a class that is not of the kind's interface or has
+                no ``name`` or pydantic ``Config``, or a name another class of the kind already
+                has (then nothing is registered).
         """
         self._check_component(self._check_kind(kind), cls, dist)
-        for name in (cls.name, *getattr(cls, "aliases", ())):
+        names = (cls.name, *getattr(cls, "aliases", ()))
+        for name in names:  # every name checked before any is taken
             existing = self._entries[kind].get(name)
             if existing is not None and existing.cls is not cls:
                 raise PluginError(
@@ -185,6 +229,7 @@ class Registry:
                     f"{existing.distribution} and {cls.__qualname__} from {dist}; disable one "
                     f"with {DISABLE_ENV}"
                 )
+        for name in names:
             self._entries[kind][name] = _Entry(cls, plugin, dist, version)
 
     def remove(self, kind: str, name: str) -> None:
@@ -199,6 +244,9 @@ class Registry:
     def _check_component(kind: str, cls: type, dist: str) -> None:
         name = getattr(cls, "name", None)
         config = getattr(cls, "Config", None)
+        interface = KINDS[kind].interface
+        if not (isinstance(cls, type) and issubclass(cls, interface)):
+            raise PluginError(f"{kind} component {cls!r} from {dist} is not a {interface.__name__}")
         if not isinstance(name, str) or not name:
             raise PluginError(f"{kind} component {cls!r} from {dist} has no `name`")
         if not (isinstance(config, type) and issubclass(config, BaseModel)):

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 import torch
 
-from sparsekit.config import ExperimentConfig, FinetuneConfig, parse_overrides
+from sparsekit.config import ExperimentConfig, FinetuneConfig, directory_path, parse_overrides
 from sparsekit.engine.experiment import Experiment
 from sparsekit.engine.export import export_run
 from sparsekit.engine.finetune import finetune
 from sparsekit.engine.progress import Progress
-from sparsekit.errors import ConfigError
+from sparsekit.errors import ConfigError, MissingDependency, PluginError, RunInterrupted
 from sparsekit.nn.efficiency import backbone_parameter_counts
 from sparsekit.registry import list_plugins
 from sparsekit.reporting.plots import plot_metrics_vs_efficiency
@@ -25,6 +26,24 @@ from sparsekit.reporting.tables import (
 )
 from sparsekit.runs.store import CHECKPOINT_FILE, Result, compact_run
 from sparsekit.sweep import Sweep, SweepInterrupted
+
+#: The errors a user causes (a bad config or file, an unknown plugin, a missing package): the
+#: command line reports them in one line and exits with status 2.
+USER_ERRORS = (ConfigError, PluginError, MissingDependency, OSError)
+
+
+def error_line(error: BaseException) -> str:
+    """``sparsekit: error: MESSAGE``, the message on one line."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"sparsekit: error: {message or type(error).__name__}"
+
+
+def _output_directory(option: str, path: str) -> Path:
+    """A directory the command writes, given as ``option``: ``~`` expanded, never a file."""
+    try:
+        return Path(directory_path(path))
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -41,9 +60,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         fields["run_dir"] = Path("runs") / Path(args.config).stem
     if args.threads is not None:
         fields["threads"] = args.threads
-    if fields:
-        experiment = Experiment(experiment.config, **fields)
-    result = experiment.run(progress=not args.quiet)
+    experiment = Experiment(
+        experiment.config, overwrite=args.overwrite, resume=args.resume, **fields
+    )
+    try:
+        result = experiment.run(progress=not args.quiet)
+    except RunInterrupted as stop:
+        sets = [part for pair in args.set or [] for part in ("--set", pair)]
+        run_dir = str(experiment.config.run_dir)
+        again = ["sparsekit", "run", args.config, *sets, "--run-dir", run_dir, "--resume"]
+        print(f"sparsekit: {stop}; resume with: {shlex.join(again)}", file=sys.stderr)
+        return stop.exit_status
     print(results_table([(Path(args.config).stem, result)]))
     print(f"run directory: {experiment.config.run_dir}")
     return 0
@@ -51,16 +78,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     _set_threads(args)
+    fields = parse_overrides(list(args.set or []))
+    unknown = sorted(set(fields) - set(FinetuneConfig.model_fields))
+    if unknown:
+        valid = ", ".join(FinetuneConfig.model_fields)
+        raise ConfigError(f"unknown finetune key {unknown[0]!r} in --set (valid keys: {valid})")
+    out = _output_directory("--run-dir", args.out or str(Path(args.run_dir) / "finetune"))
     parent = Result.load(args.run_dir)
     if parent.model is None:
         raise FileNotFoundError(f"{args.run_dir!r} holds no {CHECKPOINT_FILE} to fine-tune")
-    fields = parse_overrides(list(args.set or []))
     # Options given on the command line win over --set; those not given leave --set's values.
     given = {"tasks": args.task, "add_tasks": args.add_task, "mode": args.mode}
     fields.update({key: value for key, value in given.items() if value is not None})
     if args.steps is not None:
         fields["steps"] = args.steps
-    out = Path(args.out) if args.out else Path(args.run_dir) / "finetune"
     result = finetune(parent, run_dir=out, progress=not args.quiet, **fields)
     mode = fields.get("mode", FinetuneConfig().mode)
     print(results_table([(Path(args.run_dir).name, parent), (f"finetune ({mode})", result)]))
@@ -92,12 +123,20 @@ def cmd_config_fields(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    rows = [(Path(d).name, Result.load(d, with_model=False)) for d in args.run_dirs]
-    print(results_table(rows))
-    if args.plot:
+    """The table of every readable run directory; one error line for each other one."""
+    rows, bad = [], 0
+    for directory in args.run_dirs:
+        try:
+            rows.append((Path(directory).name, Result.load(directory, with_model=False)))
+        except USER_ERRORS as exc:
+            bad += 1
+            print(error_line(exc), file=sys.stderr)
+    if rows:
+        print(results_table(rows))
+    if rows and args.plot:
         plot_metrics_vs_efficiency(rows, Path(args.plot))
         print(f"plot written to {args.plot}")
-    return 0
+    return 2 if bad else 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -154,10 +193,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"{sweep.directory}/sweep.db; run the sweep again to resume",
             file=sys.stderr,
         )
-        return 130
+        return stop.exit_status
     finally:
         bar.close()
     print(sweep.report(plot_format=args.format))
+    if summary.reopened:
+        print(f"ran again {len(summary.reopened)} run(s) whose run directory was incomplete")
     print(
         f"{len(summary.finished)} finished, {len(summary.failed)} failed, "
         f"{len(summary.skipped)} already done; {summary.wall_s:.0f} s; results in "

@@ -36,6 +36,8 @@ examples:
   sparsekit run configs/default.yaml --set lam=0.02 --set optimizer.lr=0.003
   sparsekit run configs/default.yaml --set 'loggers=[csv, tensorboard]' --threads 1
   sparsekit run my.yaml --run-dir runs/try2
+  sparsekit run my.yaml --run-dir runs/try2 --resume       after Ctrl-C or a crash
+  sparsekit run my.yaml --run-dir runs/try2 --overwrite    start that run again
 
 Fields: `sparsekit config fields`; a component's parameters: `sparsekit plugins --params NAME`."""
 
@@ -73,10 +75,20 @@ def _add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=help_text)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="torch intra-op threads (on a machine shared with other jobs, 1 is often fastest)",
     )
@@ -91,6 +103,15 @@ def _add_run_parser(sub: Any) -> None:
     run.add_argument("config", help="YAML file of ExperimentConfig fields")
     _add_set_option(run, "override a config field (dotted keys for nested fields); repeatable")
     run.add_argument("--run-dir", help="where to write the run (default runs/<config name>)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument(
+        "--overwrite", action="store_true", help="clear a run directory that holds a run first"
+    )
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the run directory from its last checkpoint",
+    )
     _add_threads_option(run)
     _add_quiet_option(run)
     run.set_defaults(func=commands.cmd_run)
@@ -121,7 +142,7 @@ def _add_finetune_parser(sub: Any) -> None:
         choices=("head", "all"),
         help="head: train only the fine-tuned heads; all (default): the backbone too",
     )
-    finetuning.add_argument("--steps", type=int, help="fine-tuning steps")
+    finetuning.add_argument("--steps", type=_positive_int, help="fine-tuning steps")
     _add_set_option(finetuning, "a FinetuneConfig field (e.g. optimizer.lr=0.01); repeatable")
     finetuning.add_argument(
         "--run-dir", dest="out", help="where to write the fine-tuned run (default RUN_DIR/finetune)"

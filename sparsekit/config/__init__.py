@@ -18,6 +18,8 @@ from sparsekit.config.loading import (
     deep_merge,
     describe_validation_error,
     load_config,
+    load_yaml,
+    merge_overrides,
     parse_overrides,
     read_yaml,
 )
@@ -28,6 +30,7 @@ from sparsekit.config.settings import (
     OptimizerConfig,
     StrictModel,
     TargetFromRun,
+    directory_path,
 )
 from sparsekit.errors import ConfigError
 
@@ -45,7 +48,10 @@ __all__ = [
     "build_config",
     "deep_merge",
     "describe_validation_error",
+    "directory_path",
     "load_config",
+    "load_yaml",
+    "merge_overrides",
     "parse_overrides",
     "read_yaml",
     "scheduled_run_problems",

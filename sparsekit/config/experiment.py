@@ -11,10 +11,12 @@ from torch import nn
 
 from sparsekit.config.settings import (
     DEFAULT_COMPONENT,
+    SEED_LIMIT,
     FinetuneConfig,
     OptimizerConfig,
     StrictModel,
     TargetFromRun,
+    directory_path,
 )
 from sparsekit.errors import ConfigError
 
@@ -39,6 +41,10 @@ def _normalise_spec(value: Any, backbone: bool = False) -> Any:
             raise ValueError(f"a component dict needs a string 'name' key, got {value!r}")
         return dict(value)
     raise ValueError(f"a component is a name, a {{'name': ...}} dict or an instance, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class ExperimentConfig(StrictModel):
@@ -94,7 +100,9 @@ class ExperimentConfig(StrictModel):
     patience: int | None = Field(
         None, gt=0, description="evaluations without validation improvement before stopping"
     )
-    seed: int = Field(0, description="seed of weights, data order and episodes")
+    seed: int = Field(
+        0, ge=0, lt=SEED_LIMIT, description="seed of weights, data order and episodes, < 2**63"
+    )
     device: str = Field(
         "auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda[:N]' or 'mps'"
     )
@@ -104,7 +112,7 @@ class ExperimentConfig(StrictModel):
     )
     num_workers: int = Field(0, ge=0, description="data-loading worker processes")
     run_dir: Path | None = Field(
-        None, description="where the run is written (None: nothing is saved)"
+        None, description="where the run is written, ~ expanded (None: nothing is saved)"
     )
     threads: int | None = Field(
         None,
@@ -112,6 +120,14 @@ class ExperimentConfig(StrictModel):
         description=(
             "torch intra-op threads for the run (None leaves torch's setting; on a machine "
             "shared with other jobs, 1 avoids threads fighting over cores)"
+        ),
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "steps between checkpoints of a run with a run_dir (also at every evaluation); "
+            "None is steps // 20, so an interruption loses at most ~5 % of the run"
         ),
     )
     loggers: list[ComponentSpec] = Field(
@@ -185,6 +201,11 @@ class ExperimentConfig(StrictModel):
             raise ValueError(f"loggers is a list of logger components, got {value!r}")
         return [_normalise_spec(item) for item in value]
 
+    @field_validator("run_dir", "init_from", mode="before")
+    @classmethod
+    def _directory(cls, value: Any) -> Any:
+        return directory_path(value)
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -199,17 +220,25 @@ class ExperimentConfig(StrictModel):
             raise ValueError(f"tasks must be a non-empty list without repeats, got {value!r}")
         return value
 
-    @field_validator("lam")
+    # Numbers are checked before validation, so that a bad one is one error, not one per
+    # member of the field's union type.
+    @field_validator("lam", mode="before")
     @classmethod
-    def _lam(cls, value: float | str) -> float | str:
-        if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+    def _lam(cls, value: Any) -> Any:
+        number = value
+        if isinstance(value, str) and value != "learned":
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError("lam is a number >= 0 or 'learned'") from None
+        if _is_number(number) and not (math.isfinite(number) and number >= 0):
             raise ValueError("lam must be greater than or equal to 0 (and finite), or 'learned'")
         return value
 
-    @field_validator("target")
+    @field_validator("target", mode="before")
     @classmethod
-    def _target(cls, value: float | TargetFromRun | None) -> float | TargetFromRun | None:
-        if isinstance(value, float) and not 0.0 <= value < 1.0:
+    def _target(cls, value: Any) -> Any:
+        if _is_number(value) and not 0.0 <= value < 1.0:
             raise ValueError(f"target must be a fraction in [0, 1), got {value}")
         return value
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 #: The component name that stands for its kind's default (``registry.default(kind)``).
 DEFAULT_COMPONENT = "default"
@@ -14,11 +16,73 @@ DEFAULT_COMPONENT = "default"
 #: plugin: a config alone cannot rebuild such a backbone (see docs/own-model-and-data.md).
 GIVEN_MODULE = "module"
 
+#: The largest seed plus one: torch's generators take 64-bit seeds, and a run adds offsets.
+SEED_LIMIT = 2**63
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field annotated ``annotation`` means to take ``True``/``False``."""
+    if annotation is bool or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(isinstance(arg, bool) for arg in typing.get_args(annotation))
+    if origin in (Union, types.UnionType, typing.Annotated):
+        return any(_accepts_bool(arg) for arg in typing.get_args(annotation))
+    return False
+
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors."""
+    """A config that refuses what it would otherwise silently coerce.
 
-    model_config = ConfigDict(extra="forbid")
+    Unknown keys are errors; a number must be finite (no ``inf`` or ``nan``); ``true`` and
+    ``false`` are accepted only by fields that take a boolean (pydantic would read them as 1
+    and 0 in a number field). An integer field still takes an integral number (``300``,
+    ``3e2``), never a fraction.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_other_types(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if not _accepts_bool(annotation):
+                raise ValueError(f"expected {_type_text(annotation)}, not true/false")
+        return value
+
+
+def _type_text(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def directory_path(value: Any) -> Any:
+    """A run directory's path as given: ``~`` expanded, a number taken as a name.
+
+    A leading ``~`` or ``~user`` is the home directory, as a shell reads it, wherever the path
+    comes from (a config, ``--run-dir``, Python), so a run never lands in a directory named
+    ``~``; nothing else is interpreted. ``2024`` (an int in YAML) is the directory ``2024``.
+
+    Raises:
+        ValueError: the path, or a directory above it, exists and is a file.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, (str, Path)):
+        return value  # pydantic says what a path may be
+    path = Path(value)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # no home directory to expand to: the path stays as written
+        pass
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                where = "" if existing == path else f" (inside {str(existing)!r})"
+                raise ValueError(f"{str(path)!r} is a file, not a directory{where}")
+            break
+    return path
 
 
 class OptimizerConfig(StrictModel):
@@ -41,6 +105,13 @@ class OptimizerConfig(StrictModel):
         (0.9, 0.999), description="Adam's moment decay rates, each in [0, 1)"
     )
     eps: float = Field(1e-8, gt=0, description="Adam's denominator epsilon")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= beta < 1 for beta in value):
+            raise ValueError("each of Adam's betas must be in [0, 1)")
+        return value
 
 
 class FinetuneConfig(StrictModel):
@@ -77,7 +148,9 @@ class FinetuneConfig(StrictModel):
     granularity: Literal["element", "channel"] = Field(
         "element", description="hold every zero weight, or every all-zero input channel, at 0"
     )
-    seed: int | None = Field(None, description="random seed (None: the run's)")
+    seed: int | None = Field(
+        None, ge=0, lt=SEED_LIMIT, description="random seed in [0, 2**63) (None: the run's)"
+    )
     device: str | None = Field(None, description="'auto', 'cpu' or 'cuda[:N]' (None: the run's)")
 
     @field_validator("tasks", "add_tasks")
@@ -106,4 +179,9 @@ class TargetFromRun(StrictModel):
     the meta-sparsity run (``target: {from_run: RUN_DIR}``).
     """
 
-    from_run: Path = Field(description="a run directory holding result.json")
+    from_run: Path = Field(description="a run directory holding result.json (~ expanded)")
+
+    @field_validator("from_run", mode="before")
+    @classmethod
+    def _directory(cls, value: Any) -> Any:
+        return directory_path(value)

@@ -5,13 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from sparsekit.config import StrictModel
 
 
-class ComponentConfig(BaseModel):
-    """Base for component configs: unknown keys are errors and configs are immutable."""
+class ComponentConfig(StrictModel):
+    """Base for component configs: immutable, and as strict as every config.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Unknown keys are errors, numbers must be finite (no ``inf`` or ``nan``), and ``true`` or
+    ``false`` are refused by fields that do not take a boolean.
+    """
+
+    model_config = ConfigDict(frozen=True)
 
 
 class Component:
