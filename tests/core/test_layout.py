@@ -223,3 +223,27 @@ def test_the_core_names_no_builtin_plugin():
                 if literal in names and not _distinctive(literal):
                     found.add((where, literal))
     assert found - WORD_NAMES_IN_USE == set()
+
+
+def test_no_source_or_doc_file_is_ignored_by_git():
+    """A file git ignores is in no clone: the package would not import from a fresh checkout."""
+    import shutil
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [
+        str(path.relative_to(ROOT))
+        for base in ("sparsekit", "plugins", "tests", "docs", "configs", "benchmarks")
+        for path in (ROOT / base).rglob("*")
+        if path.is_file()
+        and not {"__pycache__", "_work"} & set(path.parts)  # outputs, meant to be ignored
+        and path.suffix != ".pyc"
+    ]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(files),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.split()
+    assert ignored == []
