@@ -92,7 +92,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     fields.update({key: value for key, value in given.items() if value is not None})
     if args.steps is not None:
         fields["steps"] = args.steps
-    result = finetune(parent, run_dir=out, progress=not args.quiet, **fields)
+    result = finetune(
+        parent, run_dir=out, progress=not args.quiet, overwrite=args.overwrite, **fields
+    )
     mode = fields.get("mode", FinetuneConfig().mode)
     print(results_table([(Path(args.run_dir).name, parent), (f"finetune ({mode})", result)]))
     print(f"run directory: {out}")

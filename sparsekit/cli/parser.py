@@ -147,6 +147,9 @@ def _add_finetune_parser(sub: Any) -> None:
     finetuning.add_argument(
         "--run-dir", dest="out", help="where to write the fine-tuned run (default RUN_DIR/finetune)"
     )
+    finetuning.add_argument(
+        "--overwrite", action="store_true", help="clear that directory if it holds a run first"
+    )
     _add_threads_option(finetuning)
     _add_quiet_option(finetuning)
     finetuning.set_defaults(func=commands.cmd_finetune)

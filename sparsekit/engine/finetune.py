@@ -344,7 +344,7 @@ def finetune(
     fields = {key: value for key, value in given.items() if value is not None}
     stage = finetune_config(add_tasks=list(add_tasks), mode=mode, **fields, **overrides)
     if run_dir is not None:
-        prepare_run_dir(Path(run_dir), overwrite=overwrite)
+        prepare_run_dir(Path(run_dir), overwrite=overwrite, resumable=False)
     bar = Progress(stage.steps, progress)
     try:
         return finetune_stage(

@@ -123,7 +123,9 @@ def check_run_dir(directory: Path) -> None:
         raise ConfigError(f"run_dir {str(directory)!r} is a file, not a directory")
 
 
-def prepare_run_dir(directory: Path, overwrite: bool = False, resume: bool = False) -> None:
+def prepare_run_dir(
+    directory: Path, overwrite: bool = False, resume: bool = False, resumable: bool = True
+) -> None:
     """Make ``directory`` ready for a run: refuse, clear or keep what is there.
 
     An empty or missing directory is used as it is. A directory with files is cleared first
@@ -132,7 +134,7 @@ def prepare_run_dir(directory: Path, overwrite: bool = False, resume: bool = Fal
 
     Raises:
         ConfigError: the directory holds files and neither ``overwrite`` nor ``resume`` is set,
-            or it is a file.
+            or it is a file (the message offers resuming when the run is ``resumable``).
     """
     check_run_dir(directory)
     if not directory.is_dir() or not any(directory.iterdir()):
@@ -147,9 +149,10 @@ def prepare_run_dir(directory: Path, overwrite: bool = False, resume: bool = Fal
             else:
                 entry.unlink()
         return
+    again = " or resume=True (--resume) to continue it" if resumable else ""
     raise ConfigError(
         f"run directory {str(directory)!r} already holds a run; pass overwrite=True "
-        "(--overwrite) to replace it or resume=True (--resume) to continue it"
+        f"(--overwrite) to replace it{again}"
     )
 
 

@@ -248,6 +248,10 @@ def test_finetune_set_options_are_applied(world, capsys):
     assert finetune["mode"] == "head" and finetune["tasks"] == ["segmentation"]
     assert finetune["steps"] == 1
     assert "finetune (head)" in capsys.readouterr().out
+    assert main(args) == 2  # the directory now holds a run
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*args[:-6], "--set", "steps=2", "--overwrite"]) == 0
+    assert json.loads((out_dir / "result.json").read_text())["config"]["finetune"]["steps"] == 2
 
 
 @pytest.mark.parametrize("name", ["out #2", "2024", "~/home-run"])
