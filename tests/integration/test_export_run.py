@@ -6,14 +6,13 @@ import json
 import shutil
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
 from sparsekit import Experiment, export_run
 from sparsekit.engine.export import run_input_shape
 from sparsekit.runs.store import COMPACT_FILE, RESULT_FILE, load_compact_run, load_model
-
-ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
 
 IMAGE = (3, 16, 16)
 TASKS = ["segmentation", "edges"]

@@ -99,8 +99,6 @@ def full_cycle(tmp_path, fields, executor, compacted):
 
 @pytest.mark.parametrize("key", list(MODELS))
 def test_a_library_backbone_trains_reloads_compacts_finetunes_and_sweeps(tmp_path, key):
-    if key == "timm":
-        pytest.importorskip("timm", reason="timm is an optional dependency (sparsekit[timm])")
     model, lam = MODELS[key]
     full_cycle(tmp_path, {**BASE, "model": model, "lam": lam}, InlineExecutor(), compact_loaded)
 

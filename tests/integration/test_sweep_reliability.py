@@ -176,7 +176,6 @@ def wait_for_a_training_worker(process, db, timeout=300):
     pytest.fail("no run started in time")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_sweep_leaves_no_worker_and_no_running_row(tmp_path, sig):
     path = write_sweep(tmp_path, lams=(0.0, 0.1), steps=3000, eval_every=1000)

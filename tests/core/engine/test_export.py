@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from torch import Tensor, nn
@@ -22,9 +24,6 @@ from sparsekit.errors import ConfigError, MissingDependency
 from sparsekit.nn.compaction import ChannelSelectConv2d
 from sparsekit.registry import create
 from sparsekit.tasks import AttributeTask, DepthTask, SegmentationTask
-
-onnx = pytest.importorskip("onnx", reason="the export extra is not installed")
-ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
 
 TOL = 1e-4
 IMAGE = (3, 24, 24)

@@ -12,8 +12,6 @@ from sparsekit.nn.heads import LastFeatureMap
 from sparsekit.registry import create
 from sparsekit.tasks import AttributeTask, SegmentationTask
 
-timm = pytest.importorskip("timm", reason="timm is an optional dependency (sparsekit[timm])")
-
 TASKS = [SegmentationTask("seg", 3), AttributeTask("attr")]
 
 
