@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch.utils.data import Dataset
 
 from sparsekit.data import from_dataset
 from sparsekit.errors import ConfigError
 from sparsekit.interfaces import ComponentConfig, DatasetProvider
 from sparsekit.tasks import Task
-from sparsekit_plugins.models.import_model import load_target
+from sparsekit_plugins.models.import_model import ImportTarget, load_target
 
 
 class ImportedData(DatasetProvider):
@@ -37,17 +37,8 @@ class ImportedData(DatasetProvider):
             kwargs: keyword arguments of the callable.
         """
 
-        target: str
+        target: ImportTarget
         kwargs: dict[str, Any] = Field(default_factory=dict)
-
-        @field_validator("target")
-        @classmethod
-        def _importable(cls, target: str) -> str:
-            try:
-                load_target(target)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-            return target
 
     config: Config
 

@@ -14,9 +14,9 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 from torch import nn
 
 from sparsekit.errors import ConfigError
@@ -52,6 +52,18 @@ def load_target(target: str) -> Callable[..., Any]:
     return found
 
 
+def _importable(target: str) -> str:
+    try:
+        load_target(target)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return target
+
+
+#: A config field naming a callable by ``"package.module:attribute"``, checked when validated.
+ImportTarget = Annotated[str, AfterValidator(_importable)]
+
+
 def accepts(function: Callable[..., Any], parameter: str) -> bool:
     """Whether ``function``'s signature has a parameter named ``parameter``."""
     try:
@@ -73,17 +85,8 @@ class ImportBackbone(BackboneBuilder):
             kwargs: keyword arguments of the callable.
         """
 
-        target: str
+        target: ImportTarget
         kwargs: dict[str, Any] = Field(default_factory=dict)
-
-        @field_validator("target")
-        @classmethod
-        def _importable(cls, target: str) -> str:
-            try:
-                load_target(target)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-            return target
 
     config: Config
 
