@@ -191,3 +191,38 @@ def test_finetune_set_options_are_applied(tmp_path, capsys):
     saved = json.loads((run_dir / "finetune" / "result.json").read_text())
     assert saved["config"]["finetune"]["mode"] == "head"
     assert saved["config"]["finetune"]["tasks"] == ["edges"]
+
+
+def test_ctrl_c_checkpoints_and_prints_the_command_that_resumes(tmp_path, capsys):
+    import os
+    import shlex
+    import signal
+    import time
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(CONFIG)
+    run_dir = tmp_path / "run"
+    argv = ["run", str(config), "--set", "steps=1500", "--set", "eval_every=500"]
+    argv += ["--run-dir", str(run_dir), "--quiet"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "sparsekit", *argv], stderr=subprocess.PIPE, text=True
+    ) as process:
+        state = run_dir / "state.json"
+        deadline = time.monotonic() + 120
+        while not (state.exists() and json.loads(state.read_text())["status"] == "running"):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.kill(process.pid, signal.SIGINT)
+        err = process.stderr.read()
+        assert process.wait(timeout=60) == 130, err
+    line = err.strip().splitlines()[-1]
+    assert err.strip().count("\n") == 0, err  # one line
+    assert line.startswith("sparsekit: interrupted after step ") and "resume with: " in line
+    stopped = json.loads(state.read_text())
+    assert stopped["status"] == "interrupted" and stopped["step"] > 0
+    command = shlex.split(line.split("resume with: ", 1)[1])
+    assert command[0] == "sparsekit" and command[-1] == "--resume"
+    assert main([*command[1:], "--quiet"]) == 0
+    resumed = json.loads(state.read_text())
+    assert resumed["status"] == "complete" and resumed["resumed"]["train"] == stopped["step"]
