@@ -20,6 +20,7 @@ from sparsekit.errors import ConfigError, RunInterrupted
 from sparsekit.runs.directory import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
+    ERROR_FILE,
     prepare_run_dir,
     read_state,
     write_state,
@@ -87,13 +88,15 @@ def save_result(result: Result, directory: Path, run_dir: Path) -> None:
 
 
 def publish(result: Result, run_dir: Path) -> None:
-    """Save the finished run (``result.json`` last), then drop its checkpoints.
+    """Save the finished run (``result.json`` last), then drop its checkpoints and the
+    ``error.txt`` of an earlier attempt that a resume recovered from.
 
     Raises:
         OSError: the save failed; the message says where the trained state is kept.
     """
     save_result(result, run_dir, run_dir)
     write_state(run_dir, "complete")
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
     shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
 
 

@@ -157,10 +157,12 @@ def test_a_failed_save_keeps_the_trained_state_and_resume_publishes_it(
         Experiment(**BASE, **fields, run_dir=tmp_path).run()
     assert list((tmp_path / "checkpoints").glob("*.pt")) and not (tmp_path / "result.json").exists()
     assert json.loads((tmp_path / "state.json").read_text())["status"] == "failed"
+    assert (tmp_path / "error.txt").is_file()
     monkeypatch.setattr(Result, "save", save)
     resumed = Experiment(**BASE, **fields, run_dir=tmp_path, resume=True).run()
     assert_same(resumed, uninterrupted["mtl"])  # no step trained again, nothing lost
     assert_same(Result.load(tmp_path), uninterrupted["mtl"])
+    assert not (tmp_path / "error.txt").exists()  # the failure it recovered from is over
 
 
 def test_a_compact_model_made_from_another_model_is_refused_or_made_again(tmp_path):
