@@ -45,12 +45,16 @@ class RunInterrupted(KeyboardInterrupt):
     Attributes:
         signal_number: the signal that stopped it (``signal.SIGINT`` or ``signal.SIGTERM``).
         run_dir: the run directory holding the checkpoint, or None for a run without one.
-        step: the last step taken.
+        step: the last step taken (None when a second Ctrl-C stopped the run mid-step: its
+            last checkpoint stands).
     """
 
-    def __init__(self, message: str, signal_number: int, run_dir: object, step: int) -> None:
+    def __init__(self, message: str, signal_number: int, run_dir: object, step: int | None) -> None:
         super().__init__(message)
         self.signal_number, self.run_dir, self.step = signal_number, run_dir, step
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:  # crosses process boundaries whole
+        return type(self), (str(self), self.signal_number, self.run_dir, self.step)
 
     @property
     def exit_status(self) -> int:

@@ -61,7 +61,9 @@ PR_SET_PDEATHSIG = 1
 
 def _init_worker(parent: int) -> None:
     """Worker set-up: ignore SIGINT, and die with ``parent`` (the process that started it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the sweep, which stops workers
+    if hasattr(signal, "SIGHUP"):  # so does a closed terminal's SIGHUP
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -207,7 +209,8 @@ def _outcome(index: int, future: Future[Any]) -> TaskOutcome:
     except BrokenProcessPool:
         return TaskOutcome(index, error="its worker process died (killed or out of memory)")
     except KeyboardInterrupt as exc:  # a signal stopped the call in its worker, not the caller
-        return TaskOutcome(index, error=f"interrupted in its worker process\n{_format(exc)}")
+        error = f"interrupted in its worker process: {exc}\n{_format(exc)}"
+        return TaskOutcome(index, error=error, interrupted=True)
     except Exception as exc:  # noqa: BLE001 - every failure of a call becomes its outcome
         return TaskOutcome(index, error=_format(exc))
 

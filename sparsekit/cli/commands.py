@@ -201,9 +201,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(sweep.report(plot_format=args.format))
     if summary.reopened:
         print(f"ran again {len(summary.reopened)} run(s) whose run directory was incomplete")
+    stopped = f", {len(summary.interrupted)} interrupted" if summary.interrupted else ""
     print(
-        f"{len(summary.finished)} finished, {len(summary.failed)} failed, "
+        f"{len(summary.finished)} finished, {len(summary.failed)} failed{stopped}, "
         f"{len(summary.skipped)} already done; {summary.wall_s:.0f} s; results in "
         f"{sweep.directory}/ (sweep.db, report.md, report.csv, metrics_vs_sparsity.{args.format})"
     )
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.interrupted else 0

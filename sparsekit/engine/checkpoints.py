@@ -50,20 +50,29 @@ class InterruptFlag:
 
 @contextlib.contextmanager
 def stop_on_signals(flag: InterruptFlag) -> Iterator[None]:
-    """SIGINT and SIGTERM set ``flag`` inside the block (a second one stops at once).
+    """SIGINT and SIGTERM set ``flag`` inside the block: the run stops after its step.
 
-    Outside the main thread, where Python cannot install handlers, nothing changes.
+    A second SIGINT (Ctrl-C pressed again) stops it at once with :class:`RunInterrupted`
+    (step None: the last checkpoint stands); a SIGTERM after the first signal is the same
+    request again (a process group signalled, then each process) and changes nothing. A signal
+    the process ignores (a sweep's worker ignores Ctrl-C, which its sweep handles) stays
+    ignored. Outside the main thread, where Python cannot install handlers, nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(number: int, frame: Any) -> None:
-        if flag.signal is not None:  # asked twice: stop now
-            raise KeyboardInterrupt
-        flag.signal = number
+        if flag.signal is None:
+            flag.signal = number
+        elif number == signal.SIGINT:  # Ctrl-C again: stop now, mid-step
+            raise RunInterrupted("stopped at once on a second Ctrl-C", number, None, None)
 
-    previous = {n: signal.signal(n, handler) for n in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        number: signal.signal(number, handler)
+        for number in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:

@@ -21,6 +21,7 @@ from sparsekit.runs.directory import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
     ERROR_FILE,
+    RESULT_FILE,
     prepare_run_dir,
     read_state,
     write_state,
@@ -65,6 +66,7 @@ def open_run(run_dir: Path, config: dict[str, Any], overwrite: bool, resume: boo
                 return Result.load(run_dir)
             except (ConfigError, FileNotFoundError) as exc:  # damaged since: run it again
                 logger.warning("resume: %s; the run starts again", exc)
+                (run_dir / RESULT_FILE).unlink(missing_ok=True)  # not complete until it is
     write_config(run_dir, config)
     write_state(run_dir, "running")
     return None

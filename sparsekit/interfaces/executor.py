@@ -21,11 +21,14 @@ class TaskOutcome:
         value: the function's return value (None when it failed).
         error: None on success; otherwise the traceback text of the exception it raised, or why
             its worker was lost (a crashed process, a lost node).
+        interrupted: the call was stopped by a signal in its worker (it raised
+            KeyboardInterrupt, e.g. a run that saved its checkpoint on SIGTERM), not failed.
     """
 
     index: int
     value: Any = None
     error: str | None = None
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:

@@ -1,10 +1,12 @@
 """Who may run a run of a sweep: claims, their owners, and when a claim is dead.
 
 A sweep claims a run in the database before it starts it (:meth:`ResultStore.claim`); the
-claim records the owner's host and pid, a token of the claiming call and a heartbeat time that
-the owner refreshes while the run is in flight. Another sweep skips a run held by a live claim
-and takes over a dead one: its owner ran on this host and its pid is gone, or its heartbeat is
-older than :data:`STALE_AFTER_S` (an owner on another host, or a pid reused since).
+claim records the owner's host, pid and process start time, a token of the claiming call and a
+heartbeat time that the owner refreshes while the run is in flight. Another sweep skips a run
+held by a live claim and takes over a dead one. An owner on this host is alive exactly while
+its process is (the same pid, started at the same time: not a pid reused since), however long
+it has not beaten (a laptop asleep, a sweep stopped with Ctrl-Z); an owner on another host is
+alive while its heartbeat is younger than :data:`STALE_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Owner:
     Attributes:
         host: the host name.
         pid: the process id.
+        started: when the process started (:func:`process_start`), None where unknown.
         token: unique to one call of :meth:`Sweep.run`.
         since: when that call began (Unix seconds): a run that failed before it is retried,
             one that failed after it (in another sweep on the same directory) is not.
@@ -42,13 +45,23 @@ class Owner:
 
     host: str
     pid: int
+    started: int | None = None
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     since: float = field(default_factory=time.time)
 
     @classmethod
     def here(cls) -> Owner:
         """This process, with a fresh token."""
-        return cls(socket.gethostname(), os.getpid())
+        return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()))
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -71,15 +84,18 @@ def pid_alive(pid: int) -> bool:
 def claim_is_live(row: RunRow, now: float, stale_after: float = STALE_AFTER_S) -> bool:
     """Whether a ``running`` row is held by a sweep that is alive.
 
-    Dead: its owner ran on this host and its pid is gone, or its heartbeat (its start time when
-    it has none, as rows written by older versions) is older than ``stale_after`` seconds.
+    An owner on this host: while its pid is alive and started when the claim says (a pid
+    reused since is dead). Any other owner (another host, or a row written by an older
+    version): while its heartbeat (its start time when it has none) is younger than
+    ``stale_after`` seconds.
     """
-    beat = row.heartbeat_at if row.heartbeat_at is not None else row.started_at
-    if beat is None or now - beat > stale_after:
-        return False
     if row.owner_pid is not None and row.owner_host == socket.gethostname():
-        return pid_alive(row.owner_pid)
-    return True
+        if not pid_alive(row.owner_pid):
+            return False
+        started = process_start(row.owner_pid)
+        return row.owner_started is None or started is None or started == row.owner_started
+    beat = row.heartbeat_at if row.heartbeat_at is not None else row.started_at
+    return beat is not None and now - beat <= stale_after
 
 
 def claimable(row: RunRow, owner: Owner, now: float, stale_after: float = STALE_AFTER_S) -> bool:

@@ -3,11 +3,13 @@
 A run is claimed in the database just before the executor starts it (``on_start``); a run that
 another sweep holds is skipped and waited for. When the other sweep finishes it, it counts as
 done here; when that sweep fails it during this call, as failed; when it leaves it (stopped, or
-dead: same host and pid gone, or no heartbeat for the stale timeout), this sweep runs it.
+dead: its process gone on this host, or no heartbeat for the stale timeout from another host),
+this sweep runs it. An outcome is recorded only while this sweep's claim holds the run.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from sparsekit.sweep.claims import Owner, claimable
 from sparsekit.sweep.spec import RunSpec
 from sparsekit.sweep.store import ResultStore
 from sparsekit.sweep.worker import WorkItem, run_one
+
+logger = logging.getLogger(__name__)
 
 #: Seconds between looks at runs another sweep holds.
 POLL_S = 1.0
@@ -105,13 +109,23 @@ class StageRunner:
         def done(outcome: TaskOutcome) -> None:
             if outcome.index in held:  # an executor that ran it anyway: its holder records it
                 return
-            spec = todo[outcome.index]
+            spec, token = todo[outcome.index], self.owner.token
             if outcome.ok:
-                self.store.mark_finished(spec.run_id, outcome.value)
+                kept = self.store.mark_finished(spec.run_id, outcome.value, claim=token)
                 self.summary.finished.append(spec.run_id)
+            elif outcome.interrupted:  # stopped cleanly in its worker: resumed by the next call
+                error = outcome.error or "interrupted"
+                kept = self.store.mark_failed(spec.run_id, error, "interrupted", claim=token)
+                self.summary.interrupted.append(spec.run_id)
             else:
-                self.store.mark_failed(spec.run_id, outcome.error or "unknown error")
+                error = outcome.error or "unknown error"
+                kept = self.store.mark_failed(spec.run_id, error, claim=token)
                 self.summary.failed.append(spec.run_id)
+            if not kept:
+                logger.warning(
+                    "run %s was taken over by another sweep; its outcome here is not recorded",
+                    spec.run_id,
+                )
             self.in_flight.discard(spec.run_id)
             if self.on_done is not None:
                 self.on_done(spec, outcome)

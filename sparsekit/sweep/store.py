@@ -17,7 +17,8 @@ Columns: ``run_id`` (the config hash, primary key), ``stage``, ``label``, ``seed
 better), ``sparsity``, ``efficiency``, ``timings`` (JSON),
 ``error`` (the traceback or the reason of a failure), ``run_dir``, ``attempts``,
 ``started_at`` and ``finished_at`` (Unix seconds), and the claim: ``owner_host``,
-``owner_pid``, ``claim`` (a token per sweep call) and ``heartbeat_at`` (Unix seconds).
+``owner_pid``, ``owner_started`` (when that process started, to tell a reused pid),
+``claim`` (a token per sweep call) and ``heartbeat_at`` (Unix seconds).
 A database written before the claim columns existed gets them when it is opened.
 """
 
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL,
     owner_host TEXT,
     owner_pid INTEGER,
+    owner_started INTEGER,
     claim TEXT,
     heartbeat_at REAL
 )
@@ -65,6 +67,7 @@ CREATE TABLE IF NOT EXISTS runs (
 ADDED_COLUMNS = {
     "owner_host": "TEXT",
     "owner_pid": "INTEGER",
+    "owner_started": "INTEGER",
     "claim": "TEXT",
     "heartbeat_at": "REAL",
 }
@@ -98,6 +101,7 @@ class RunRow:
     finished_at: float | None
     owner_host: str | None = None
     owner_pid: int | None = None
+    owner_started: int | None = None
     claim: str | None = None
     heartbeat_at: float | None = None
 
@@ -214,8 +218,9 @@ class ResultStore:
                 return False
             db.execute(
                 "UPDATE runs SET status='running', attempts=attempts+1, started_at=?, error=NULL, "
-                "owner_host=?, owner_pid=?, claim=?, heartbeat_at=? WHERE run_id=?",
-                (now, owner.host, owner.pid, owner.token, now, run_id),
+                "owner_host=?, owner_pid=?, owner_started=?, claim=?, heartbeat_at=? "
+                "WHERE run_id=?",
+                (now, owner.host, owner.pid, owner.started, owner.token, now, run_id),
             )
             return True
 
@@ -226,27 +231,46 @@ class ResultStore:
             (time.time(), owner.token),
         )
 
-    def mark_finished(self, run_id: str, outcome: dict[str, Any]) -> None:
-        """Store a finished run's metrics, sparsity, efficiency and timings."""
-        self._write(
-            "UPDATE runs SET status='finished', metrics=?, directions=?, sparsity=?, efficiency=?, "
-            "timings=?, error=NULL, finished_at=? WHERE run_id=?",
-            (
-                json.dumps(outcome.get("metrics")),
-                json.dumps(outcome.get("directions")),
-                json.dumps(outcome.get("sparsity")),
-                json.dumps(outcome.get("efficiency")),
-                json.dumps(outcome.get("timings")),
-                time.time(),
-                run_id,
-            ),
+    def mark_finished(self, run_id: str, outcome: dict[str, Any], claim: str | None = None) -> bool:
+        """Store a finished run's metrics, sparsity, efficiency and timings.
+
+        With ``claim``, only while that claim holds the run (a sweep whose claim was taken
+        over records nothing). Returns whether the row was written.
+        """
+        return (
+            self._write(
+                "UPDATE runs SET status='finished', metrics=?, directions=?, sparsity=?, "
+                "efficiency=?, timings=?, error=NULL, finished_at=? "
+                "WHERE run_id=? AND (? IS NULL OR claim=?)",
+                (
+                    json.dumps(outcome.get("metrics")),
+                    json.dumps(outcome.get("directions")),
+                    json.dumps(outcome.get("sparsity")),
+                    json.dumps(outcome.get("efficiency")),
+                    json.dumps(outcome.get("timings")),
+                    time.time(),
+                    run_id,
+                    claim,
+                    claim,
+                ),
+            )
+            > 0
         )
 
-    def mark_failed(self, run_id: str, error: str, status: str = "failed") -> None:
-        """Store why a run failed (``failed``), or that it was stopped (``interrupted``)."""
-        self._write(
-            "UPDATE runs SET status=?, error=?, finished_at=? WHERE run_id=?",
-            (status, error, time.time(), run_id),
+    def mark_failed(
+        self, run_id: str, error: str, status: str = "failed", claim: str | None = None
+    ) -> bool:
+        """Store why a run failed (``failed``), or that it was stopped (``interrupted``).
+
+        With ``claim``, only while that claim holds the run. Returns whether it was written.
+        """
+        return (
+            self._write(
+                "UPDATE runs SET status=?, error=?, finished_at=? "
+                "WHERE run_id=? AND (? IS NULL OR claim=?)",
+                (status, error, time.time(), run_id, claim, claim),
+            )
+            > 0
         )
 
     def release(self, run_id: str, owner: Owner, error: str) -> None:

@@ -114,6 +114,35 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, uninte
     assert_same(Result.load(run_dir), uninterrupted[case])
 
 
+def test_a_second_ctrl_c_stops_at_once_and_the_last_checkpoint_stands(tmp_path, uninterrupted):
+    fields, _ = CASES["mtl"]
+
+    def twice(info):
+        if info.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # mid-step: no checkpoint of step 5
+
+    with pytest.raises(RunInterrupted, match="second Ctrl-C") as stop:
+        Experiment(**BASE, **fields, run_dir=tmp_path).run(on_step=twice)
+    assert stop.value.step is None and stop.value.exit_status == 130
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["status"] == "interrupted" and not (tmp_path / "error.txt").exists()
+    resumed = Experiment(**BASE, **fields, run_dir=tmp_path, resume=True).run()
+    assert json.loads((tmp_path / "state.json").read_text())["resumed"] == {"train": 4}
+    assert_same(resumed, uninterrupted["mtl"])
+
+
+def test_run_files_are_readable_as_the_umask_says(tmp_path):
+    fields = {**CASES["mtl"][0], "steps": 2, "debias_steps": 0}
+    old = os.umask(0o022)
+    try:
+        Experiment(**BASE, **fields, run_dir=tmp_path).run()
+    finally:
+        os.umask(old)
+    for name in ("config.yaml", "state.json", "result.json", "model.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
 def test_sigterm_stops_the_same_way_with_its_own_status(tmp_path):
     fields, _ = CASES["mtl"]
     with pytest.raises(RunInterrupted) as stop:

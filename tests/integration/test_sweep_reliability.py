@@ -92,6 +92,16 @@ def test_a_claim_is_taken_once_and_a_dead_owners_claim_is_taken_over(tmp_path):
     assert store.claim("b", other)  # same host, its pid is gone: dead
     assert store.get("b").claim == other.token
 
+    asleep = Owner.here()  # alive, but its heartbeat stopped (a laptop asleep, Ctrl-Z)
+    store.register(spec("d"))
+    assert store.claim("d", asleep)
+    assert not store.claim("d", other, stale_after=-1.0)  # its process is alive: live
+
+    reused = Owner(socket.gethostname(), os.getpid(), started=1)  # this pid, another process
+    store.register(spec("e"))
+    assert store.claim("e", reused)
+    assert store.claim("e", other)
+
     far = Owner("another-host", 1)
     store.register(spec("c"))
     assert store.claim("c", far)
@@ -176,20 +186,32 @@ def wait_for_a_training_worker(process, db, timeout=300):
     pytest.fail("no run started in time")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_a_killed_sweep_leaves_no_worker_and_no_running_row(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "group"),
+    [
+        (signal.SIGTERM, False),  # `kill PID`
+        (signal.SIGKILL, False),  # `kill -9 PID`, the out-of-memory killer
+        (signal.SIGINT, True),  # Ctrl-C at a terminal: the whole process group
+        (signal.SIGTERM, True),  # a batch scheduler stopping the job's process group
+    ],
+    ids=["SIGTERM", "SIGKILL", "Ctrl-C", "SIGTERM-group"],
+)
+def test_a_killed_sweep_leaves_no_worker_and_no_running_row(tmp_path, sig, group):
     path = write_sweep(tmp_path, lams=(0.0, 0.1), steps=3000, eval_every=1000)
     db = tmp_path / "out" / "sweep.db"
     # The sweep writes into a pipe read here, as `sparsekit sweep ... | tee log` would.
     with subprocess.Popen(
-        sweep_command(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        sweep_command(path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a job at a terminal has
     ) as process:
         workers = wait_for_a_training_worker(process, db)
         time.sleep(1.0)
-        os.kill(process.pid, sig)
+        (os.killpg if group else os.kill)(process.pid, sig)
         output = read_to_end(process.stdout, timeout=60)
         assert output is not None, "the pipe stayed open after the sweep was killed: an orphan"
-        assert process.wait(timeout=30) == (128 + sig if sig == signal.SIGTERM else -sig)
+        assert process.wait(timeout=30) == (-sig if sig == signal.SIGKILL else 128 + sig)
     deadline = time.monotonic() + 10
     while any(pid_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -199,12 +221,34 @@ def test_a_killed_sweep_leaves_no_worker_and_no_running_row(tmp_path, sig):
     assert main(["sweep", "report", str(tmp_path / "out")]) == 0
     statuses = sorted(row.status for row in ResultStore(db).rows())
     assert statuses == ["interrupted", "pending"]
-    if sig == signal.SIGTERM:  # the worker saved a checkpoint and recorded why it stopped
-        assert b"interrupted" in output
+    if sig != signal.SIGKILL:  # the worker finished its step and saved a checkpoint
         run_dir = Path(ResultStore(db).rows("interrupted")[0].run_dir)
         state = json.loads((run_dir / "state.json").read_text())
-        assert state["status"] == "interrupted" and state["step"] > 0
-        assert list((run_dir / "checkpoints").glob("*.pt"))
+        assert state["status"] == "interrupted" and state["step"] > 0, state
+        assert state["signal"] == signal.SIGTERM  # from its sweep, once, however signalled
+        assert list((run_dir / "checkpoints").glob("*.pt")) and not (run_dir / "error.txt").exists()
+
+
+def test_a_run_stopped_in_its_worker_alone_is_interrupted_not_failed(tmp_path):
+    """SIGTERM to one worker (an administrator, a memory limiter): that run checkpoints and is
+    recorded ``interrupted``; the sweep goes on with the others and resumes it next time."""
+    path = write_sweep(tmp_path, lams=(0.0, 0.1), steps=1500, eval_every=500)
+    db = tmp_path / "out" / "sweep.db"
+    with subprocess.Popen(
+        sweep_command(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as process:
+        wait_for_a_training_worker(process, db)
+        time.sleep(1.0)
+        run_dir = Path(ResultStore(db).rows("running")[0].run_dir)
+        worker = json.loads((run_dir / "state.json").read_text())["pid"]  # the run's process
+        assert worker in children(process.pid)
+        os.kill(worker, signal.SIGTERM)
+        output = read_to_end(process.stdout, timeout=300)
+        assert process.wait(timeout=30) == 1, output
+    assert b"1 finished, 0 failed, 1 interrupted" in output
+    rows = {row.status: row for row in ResultStore(db).rows()}
+    assert sorted(rows) == ["finished", "interrupted"]
+    assert "interrupted after step" in rows["interrupted"].error
 
 
 def test_a_sweep_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, monkeypatch):
