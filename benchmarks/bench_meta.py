@@ -39,7 +39,7 @@ from sparsekit.engine.resolve import resolve
 from sparsekit.nn import backbone_conv_weights
 from sparsekit.registry import create
 from sparsekit.tasks import task_losses
-from sparsekit_plugins.learners._meta_learner import MetaTrainer
+from sparsekit_plugins.learners._meta_trainer import MetaTrainer
 
 KINDS = ("mtl", "maml", "fomaml", "anil")
 TASKS = ["segmentation", "depth", "normals"]

@@ -41,25 +41,30 @@ from sparsekit.interfaces import OptimizerKind, Penalty
 from sparsekit.nn.optim import ProximalOptimizer
 from sparsekit_plugins.learners._learned_lambda import SOFTPLUS_THRESHOLD, LearnedLambda
 
-LamUpdate = Literal["inner_prox", "outer_penalty", "preconditioned", "relative"]
+LamUpdate = Literal["inner_prox", "outer_penalty", "preconditioned", "relative", "tolerance"]
 LAM_UPDATES: tuple[str, ...] = get_args(LamUpdate)
 
 #: The ``history.extra`` lists :func:`record_diagnostics` fills.
 DIAGNOSTICS = ("lam_grad", "group_norm_quantiles", "outer_threshold")
 
 
+def in_metric(rule: str) -> bool:
+    """Whether the rule's proxes work in the outer Adam's metric D (ProxSSI's λ scale)."""
+    return rule in ("preconditioned", "tolerance")
+
+
 def check_outer_optimizer(rule: str, kind: OptimizerKind, learner_name: str) -> None:
     """Reject an outer optimiser kind that does not fit the λ update rule.
 
     Raises:
-        ConfigError: ``preconditioned`` with a kind that has no metric to take D from, or a kind
-            that takes the prox in its own metric under the plain-prox rules, whose λ is on the
-            plain prox's scale.
+        ConfigError: ``preconditioned`` or ``tolerance`` with a kind that has no metric to take
+            D from, or a kind that takes the prox in its own metric under the plain-prox rules,
+            whose λ is on the plain prox's scale.
     """
-    if rule == "preconditioned":
+    if in_metric(rule):
         if not kind.has_metric:
             raise ConfigError(
-                f"learner {learner_name!r}: lam_update 'preconditioned' takes its metric "
+                f"learner {learner_name!r}: lam_update {rule!r} takes its metric "
                 f"D = √v̂ + ε from an Adam outer optimizer, and {kind.name!r} has none"
             )
     elif kind.prox_in_metric:

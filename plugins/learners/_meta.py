@@ -110,9 +110,19 @@ class MetaConfig(ComponentConfig):
             Adam-based outer optimiser and λ on the proxssi scale (for ``mtl`` on shapes,
             λ ≈ 0.001–0.04 spans 0–90 % sparsity). ``"relative"``: the proxes of
             ``inner_prox`` with each layer's λ in units of its RMS weight (scale-free).
+            ``"tolerance"``: λ is not differentiated; it is the multiplier of the constraint
+            "every task's primary metric after adaptation within ``lam_tolerance`` of its
+            best", moved by multiplicative dual ascent
+            (:mod:`sparsekit_plugins.learners._tolerance`), with both proxes in Adam's metric
+            as under ``preconditioned``.
         lam_holdout: the fraction of the training split held out for λ's meta-gradient (0: none).
             ρ is then differentiated through the adapted clone's loss on a held-out batch, which
             Θ_meta never trains on; Θ_meta keeps the query gradient. Needs a learned λ.
+        lam_tolerance: ``tolerance`` only: ε, the relative shortfall of each task's averaged
+            query metric from its best that the constraint allows.
+        lam_rate: ``tolerance`` only: η, the largest change of log λ in one meta-step.
+        lam_window: ``tolerance`` only: the metric averages' time constant in meta-steps; λ
+            is held for the first ``lam_window`` meta-steps.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -131,6 +141,9 @@ class MetaConfig(ComponentConfig):
     log_every: int = Field(10, ge=1)
     lam_update: LamUpdate = "inner_prox"
     lam_holdout: float = Field(0.0, ge=0, lt=0.5)
+    lam_tolerance: float = Field(0.02, gt=0)
+    lam_rate: float = Field(0.005, gt=0)
+    lam_window: int = Field(50, ge=1)
 
     @field_validator("lam_init")
     @classmethod
@@ -170,8 +183,11 @@ class MetaState:
         last_grads: the previous meta-gradient of each backbone conv weight, for regrowth
             policies that rank groups by it (None before the first meta-step).
         lam_update: the λ update rule (``MetaConfig.lam_update``).
-        precond: ``preconditioned`` only: D by backbone conv weight name, from the outer Adam's
-            state (detached); a weight without one (not stepped yet) gets the plain prox.
+        precond: ``preconditioned`` and ``tolerance``: D by backbone conv weight name, from the
+            outer Adam's state (detached); a weight without one (not stepped yet) gets the plain
+            prox.
+        query_scores: ``tolerance`` only: each task's primary metric on the query batches of
+            the current meta-step's episodes, after adaptation (None: not recorded).
     """
 
     model: MultiTaskNet
@@ -187,6 +203,7 @@ class MetaState:
     last_grads: dict[str, Tensor] | None = field(default=None)
     lam_update: LamUpdate = "inner_prox"
     precond: dict[str, Tensor] | None = field(default=None)
+    query_scores: dict[str, list[float]] | None = field(default=None)
 
     @property
     def prox_active(self) -> bool:

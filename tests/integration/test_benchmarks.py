@@ -13,7 +13,7 @@ from benchmarks import bench_overhead, bench_prox
 from sparsekit import Experiment
 from sparsekit.data.loading import make_loader
 from sparsekit_plugins.learners._episodes import EpisodeBatch
-from sparsekit_plugins.learners._meta_learner import MetaTrainer
+from sparsekit_plugins.learners._meta_trainer import MetaTrainer
 from sparsekit_plugins.penalties.group_lasso import GroupLassoPenalty
 
 TASKS = ["segmentation", "depth", "normals", "edges"]

@@ -40,6 +40,23 @@ CASES = {
         },
         [3],
     ),
+    # λ moved by the tolerance controller, whose averages and best values are checkpointed
+    "maml-tolerance": (
+        {
+            "steps": 6,
+            "learner": {
+                "name": "maml",
+                "batch_size": 4,
+                "lam_update": "tolerance",
+                "lam_window": 1,
+                "lam_init": [0.01, 0.01],
+            },
+            "optimizer": {"name": "adam_prox", "lr": 0.01},
+            "lam": "learned",
+            "eval_every": 2,
+        },
+        [4],
+    ),
     "fomaml": (
         {"steps": 4, "learner": {"name": "fomaml", "batch_size": 4}, "lam": "learned"},
         [3],

@@ -40,7 +40,7 @@ from sparsekit.nn import backbone_conv_weights
 from sparsekit_plugins.learners._episodes import EpisodeBatch
 from sparsekit_plugins.learners._learned_lambda import LearnedLambda
 from sparsekit_plugins.learners._meta import MetaState
-from sparsekit_plugins.learners._meta_learner import MetaTrainer
+from sparsekit_plugins.learners._meta_trainer import MetaTrainer
 from sparsekit_plugins.learners.maml import MAMLLearner
 from sparsekit_plugins.penalties.group_lasso import GroupLassoPenalty
 

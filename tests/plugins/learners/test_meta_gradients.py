@@ -31,7 +31,7 @@ from sparsekit_plugins.learners._learned_lambda import (
     inverse_softplus,
 )
 from sparsekit_plugins.learners._meta import MetaState
-from sparsekit_plugins.learners._meta_learner import MetaTrainer
+from sparsekit_plugins.learners._meta_trainer import MetaTrainer
 from sparsekit_plugins.learners.anil import ANILLearner
 from sparsekit_plugins.learners.fomaml import FOMAMLLearner
 from sparsekit_plugins.learners.maml import MAMLLearner
