@@ -57,7 +57,7 @@ def build_step(kind: str) -> Callable[[], None]:
         {
             "dataset": {"name": "shapes", "n_train": N_TRAIN, "n_val": 8, "n_test": 8},
             "tasks": TASKS,
-            "learner": {"name": kind, "lam_init": (0.5, 0.5)} if meta else kind,
+            "learner": kind,
             "lam": "learned" if meta else FIXED_LAM,
             "seed": 0,
             "device": "cpu",

@@ -45,13 +45,15 @@ def main(argv: list[str] | None = None) -> None:
     """Train the demo's runs, print their table and write the frontier plot."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=600, help="(meta-)training steps per run")
-    parser.add_argument("--finetune-steps", type=int, default=300, help="meta-testing steps")
+    parser.add_argument(
+        "--finetune-steps", type=int, default=None, help="meta-testing steps (default: --steps)"
+    )
     parser.add_argument("--out", default="runs/demo")
     args = parser.parse_args(argv)
     out = Path(args.out)
     started = time.perf_counter()
     curve = frontier_runs(args.steps, out)
-    points = meta_sparsity_runs(args.steps, args.finetune_steps, out)
+    points = meta_sparsity_runs(args.steps, args.finetune_steps or args.steps, out)
     print()
     print(results_table([*curve, *points]))
     plot_frontier(curve, points, out / "frontier.png")

@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from sparsekit.errors import MissingDependency
@@ -49,7 +49,7 @@ from sparsekit.interfaces import (
 from sparsekit.nn import MultiTaskNet, backbone_conv_weights
 from sparsekit.tasks import Task, task_losses
 from sparsekit_plugins.learners._episodes import Episode
-from sparsekit_plugins.learners._lam_update import LamUpdate, layer_lambda
+from sparsekit_plugins.learners._lam_update import LamUpdate, in_metric, layer_lambda
 from sparsekit_plugins.learners._learned_lambda import LearnedLambda
 
 Batch = tuple[Tensor, dict[str, Tensor]]
@@ -76,12 +76,20 @@ def import_learn2learn() -> ModuleType:
     return learn2learn
 
 
+#: λ₀'s range under the plain-prox rules: the paper's U(0.1, 1).
+PLAIN_LAM_INIT = (0.1, 1.0)
+#: λ₀'s range on the proxssi scale (``preconditioned``, ``tolerance``): as tenfold a range, where
+#: fixed λ spans the mtl frontier's sparse half (docs/penalties.md).
+METRIC_LAM_INIT = (0.001, 0.01)
+
+
 class MetaConfig(ComponentConfig):
     """Options shared by the meta-learners.
 
     Attributes:
-        lam_init: a learned λ starts at λ₀ ~ U(low, high), drawn with the run's seeded generator
-            (the paper's U(0.1, 1)).
+        lam_init: a learned λ starts at λ₀ ~ U(low, high), drawn with the run's seeded generator.
+            Unset, it is the paper's U(0.1, 1) under the plain-prox rules and the tenfold range
+            U(0.001, 0.01) on the proxssi scale under ``preconditioned`` and ``tolerance``.
         lam_beta: β of a learned λ = softplus_β(ρ).
         lam_per_layer: one learned λ per backbone conv layer (all start at λ₀) instead of one.
         inner_steps: κ, adaptation steps per episode.
@@ -101,19 +109,19 @@ class MetaConfig(ComponentConfig):
             ``{"name": ..., **params}`` dict of kind ``regrowth``.
         log_every: meta-steps between sparsity readings in the progress callback.
         lam_update: how λ is meta-learned (:mod:`sparsekit_plugins.learners._lam_update`).
-            ``"inner_prox"``: a differentiable inner prox ``prox(w, α_in, λ)`` carries the query
-            loss's meta-gradient to ρ. ``"outer_penalty"``: Algorithm 3 as printed: a plain inner
-            loop, outer objective ``query_loss + λ·R(θ_b adapted)``; its ∂/∂λ = R > 0, so λ can
-            only shrink (the literal baseline); ρ's gradient step then needs no prox for λ ≥ 0,
-            which the softplus guarantees. ``"preconditioned"``: both proxes in the metric
-            D = √v̂ + ε of the outer Adam (ProxSSI), scale-equivariant under BatchNorm; an
-            Adam-based outer optimiser and λ on the proxssi scale (for ``mtl`` on shapes,
-            λ ≈ 0.001–0.04 spans 0–90 % sparsity). ``"relative"``: the proxes of
-            ``inner_prox`` with each layer's λ in units of its RMS weight (scale-free).
-            ``"tolerance"``: λ is not differentiated; it is the multiplier of the constraint
-            "every task's primary metric after adaptation within ``lam_tolerance`` of its
-            best", moved by multiplicative dual ascent
-            (:mod:`sparsekit_plugins.learners._tolerance`), with both proxes in Adam's metric
+            The default ``"tolerance"`` is the only rule that sparsifies in every seed
+            (docs/science.md). ``"inner_prox"``: a differentiable inner prox ``prox(w, α_in, λ)``
+            carries the query loss's meta-gradient to ρ. ``"outer_penalty"``: Algorithm 3 as
+            printed: a plain inner loop, outer objective ``query_loss + λ·R(θ_b adapted)``; its ∂/∂λ
+            = R > 0, so λ can only shrink (the literal baseline); ρ's gradient step then needs no
+            prox for λ ≥ 0, which the softplus guarantees. ``"preconditioned"``: both proxes in the
+            metric D = √v̂ + ε of the outer Adam (ProxSSI), scale-equivariant under BatchNorm; an
+            Adam-based outer optimiser and λ on the proxssi scale (for ``mtl`` on shapes, λ ≈
+            0.001–0.04 spans 0–90 % sparsity). ``"relative"``: the proxes of ``inner_prox`` with
+            each layer's λ in units of its RMS weight (scale-free). ``"tolerance"``: λ is not
+            differentiated; it is the multiplier of the constraint "every task's primary metric
+            after adaptation within ``lam_tolerance`` of its best", moved by multiplicative dual
+            ascent (:mod:`sparsekit_plugins.learners._tolerance`), with both proxes in Adam's metric
             as under ``preconditioned``.
         lam_holdout: the fraction of the training split held out for λ's meta-gradient (0: none).
             ρ is then differentiated through the adapted clone's loss on a held-out batch, which
@@ -127,7 +135,7 @@ class MetaConfig(ComponentConfig):
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    lam_init: tuple[float, float] = (0.1, 1.0)
+    lam_init: tuple[float, float] = PLAIN_LAM_INIT
     lam_beta: float = Field(1.0, gt=0)
     lam_per_layer: bool = False
     inner_steps: int = Field(1, ge=1)
@@ -139,11 +147,20 @@ class MetaConfig(ComponentConfig):
     episodes: tuple[tuple[str, ...], ...] | None = None
     regrowth: Any = "none"
     log_every: int = Field(10, ge=1)
-    lam_update: LamUpdate = "inner_prox"
+    lam_update: LamUpdate = "tolerance"
     lam_holdout: float = Field(0.0, ge=0, lt=0.5)
     lam_tolerance: float = Field(0.02, gt=0)
     lam_rate: float = Field(0.005, gt=0)
     lam_window: int = Field(50, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rule_lam_init(cls, data: Any) -> Any:
+        """An unset ``lam_init`` on the scale of the rule's λ."""
+        if isinstance(data, dict) and data.get("lam_init") is None:
+            rule = data.get("lam_update", cls.model_fields["lam_update"].default)
+            data = {**data, "lam_init": METRIC_LAM_INIT if in_metric(rule) else PLAIN_LAM_INIT}
+        return data
 
     @field_validator("lam_init")
     @classmethod

@@ -24,12 +24,22 @@ STEPS = 4
 
 
 def run(learner: str | dict = "maml", **fields):
-    """A tiny run; ``learner`` is a name (batch 4, α_in 0.1) or a complete learner spec."""
+    """A tiny run; ``learner`` is a name (batch 4, α_in 0.1) or a complete learner spec, whose
+    λ rule is the meta-gradient rule ``inner_prox`` unless the spec names another."""
     spec = learner if isinstance(learner, dict) else {"name": learner}
     options = {
         "dataset": TINY,
         "tasks": ["segmentation", "depth"],
-        "learner": {"batch_size": 4, "inner_lr": 0.1, **spec},
+        "learner": {
+            k: v
+            for k, v in {
+                "batch_size": 4,
+                "inner_lr": 0.1,
+                "lam_update": "inner_prox",
+                **spec,
+            }.items()
+            if v is not None
+        },
         "lam": "learned",
         "steps": STEPS,
         "batch_size": 8,
@@ -58,6 +68,20 @@ def test_learned_lambda_runs_end_to_end(learner):
     assert [row["lam"] for row in result.profile] == [lam[1], lam[3]]
     assert len(result.extra["support_loss"]) == len(result.extra["query_loss"]) == STEPS
     assert sum(result.extra["episode_counts"].values()) == 2 * STEPS
+
+
+@pytest.mark.parametrize("learner", ["maml", "anil"])
+def test_the_default_tolerance_rule_runs_end_to_end(learner):
+    """No ``lam_update``: λ₀ drawn on the proxssi scale, held while the metric averages settle
+    (one meta-step here), then moved by the constraint; r recorded at every meta-step."""
+    result = run({"name": learner, "lam_update": None, "lam_window": 1}, optimizer={"lr": 0.05})
+    lam = result.lam_history
+    assert result.config["learner"]["lam_update"] == "tolerance"
+    assert 0.001 <= lam[0] <= 0.01  # λ₀, held through the first meta-step
+    assert all(after != before for before, after in zip(lam, lam[1:], strict=False))
+    violation = result.extra["lam_violation"]
+    assert violation[0] is None and all(v >= 0 for v in violation[1:])
+    assert finite_metrics(result)
 
 
 def test_meta_learning_is_deterministic_under_a_seed():

@@ -159,18 +159,22 @@ def assert_informative(margins: Tensor) -> None:
     assert margins.abs().min() > 1e-4, margins
 
 
-# --- inner_prox: the default, unchanged -------------------------------------------------------
+# --- inner_prox: the rule of the paper's Algorithm 3 with a differentiable inner prox ---------
 
 
-def test_inner_prox_is_the_default_and_matches_a_hand_written_meta_step():
-    """Explicit ``inner_prox`` and no ``lam_update`` give bit-identical steps (Adam, two steps),
-    and one SGD meta-step equals the documented update: the inner prox's meta-gradient, an SGD
-    step on Θ_meta and ρ, the plain outer prox with the new λ."""
+def test_tolerance_is_the_default_and_inner_prox_matches_a_hand_written_meta_step():
+    """Explicit ``tolerance`` and no ``lam_update`` give bit-identical steps (Adam, two steps),
+    with λ₀ drawn on the proxssi scale; and one SGD ``inner_prox`` meta-step equals the
+    documented update: the inner prox's meta-gradient, an SGD step on Θ_meta and ρ, the plain
+    outer prox with the new λ."""
     adam = {"name": "adam_prox", "lr": ALPHA_OUT}
     default, explicit = (
-        trainer_for(rule, [episode_batch()], adam, steps=2) for rule in (None, "inner_prox")
+        trainer_for(rule, [episode_batch()], adam, steps=2, lam_window=1)
+        for rule in (None, "tolerance")
     )
-    assert default.learner.config.lam_update == "inner_prox"
+    assert default.learner.config.lam_update == "tolerance"
+    assert MAMLLearner().config.lam_init == (0.001, 0.01)
+    assert MAMLLearner(lam_update="inner_prox").config.lam_init == (0.1, 1.0)
     for trainer in (default, explicit):
         trainer.meta_step()
         trainer.meta_step()

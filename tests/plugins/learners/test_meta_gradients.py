@@ -221,9 +221,9 @@ def finite_difference_rho(
 @pytest.mark.parametrize(
     ("learner", "inner_steps"),
     [
-        (MAMLLearner(inner_lr=INNER_LR), 2),
-        (FOMAMLLearner(inner_lr=INNER_LR), 1),
-        (ANILLearner(inner_lr=INNER_LR), 2),
+        (MAMLLearner(lam_update="inner_prox", inner_lr=INNER_LR), 2),
+        (FOMAMLLearner(lam_update="inner_prox", inner_lr=INNER_LR), 1),
+        (ANILLearner(lam_update="inner_prox", inner_lr=INNER_LR), 2),
     ],
     ids=["maml", "fomaml", "anil"],
 )
@@ -238,7 +238,10 @@ def test_lambda_meta_gradient_matches_finite_differences(learner, inner_steps):
 
 @pytest.mark.parametrize(
     ("learner", "first_order"),
-    [(MAMLLearner(inner_lr=INNER_LR), False), (FOMAMLLearner(inner_lr=INNER_LR), True)],
+    [
+        (MAMLLearner(lam_update="inner_prox", inner_lr=INNER_LR), False),
+        (FOMAMLLearner(lam_update="inner_prox", inner_lr=INNER_LR), True),
+    ],
     ids=["maml", "fomaml"],
 )
 def test_meta_gradient_matches_functional_reference(learner, first_order):
@@ -255,7 +258,7 @@ def test_meta_gradient_matches_functional_reference(learner, first_order):
 
 def test_single_task_episode_loss_uses_only_its_own_task():
     """An episode of one task: its loss and uncertainty weight alone, inner and outer."""
-    learner = MAMLLearner(inner_lr=INNER_LR)
+    learner = MAMLLearner(lam_update="inner_prox", inner_lr=INNER_LR)
     state = make_state(learner, inner_steps=2)
     episode = ("seg",)
     params = outer_params(state)
@@ -291,6 +294,7 @@ def test_one_meta_step_follows_the_documented_update_order():
     """
     alpha_out, alpha_rho = 0.2, 0.5
     learner = MAMLLearner(
+        lam_update="inner_prox",
         inner_lr=INNER_LR,
         episodes_per_batch=1,
         batch_size=4,
@@ -339,7 +343,10 @@ def test_one_meta_step_follows_the_documented_update_order():
 
 
 def test_first_order_differs_from_second_order():
-    maml, fomaml = MAMLLearner(inner_lr=INNER_LR), FOMAMLLearner(inner_lr=INNER_LR)
+    maml, fomaml = (
+        MAMLLearner(lam_update="inner_prox", inner_lr=INNER_LR),
+        FOMAMLLearner(lam_update="inner_prox", inner_lr=INNER_LR),
+    )
     grads = []
     for learner in (maml, fomaml):
         state = make_state(learner, inner_steps=2)
@@ -352,7 +359,7 @@ def test_first_order_differs_from_second_order():
 
 
 def test_anil_meta_gradient_matches_functional_reference():
-    learner = ANILLearner(inner_lr=INNER_LR)
+    learner = ANILLearner(lam_update="inner_prox", inner_lr=INNER_LR)
     state = make_state(learner, inner_steps=2)
     params = outer_params(state)
     got = torch.autograd.grad(learner_query_loss(learner, state), list(params.values()))
@@ -364,7 +371,7 @@ def test_anil_meta_gradient_matches_functional_reference():
 
 
 def test_fixed_lambda_gets_no_gradient_and_zero_lambda_skips_the_prox():
-    learner = MAMLLearner(inner_lr=INNER_LR)
+    learner = MAMLLearner(lam_update="inner_prox", inner_lr=INNER_LR)
     state = make_state(learner, inner_steps=1)
     state.lam = LearnedLambda(0.0, learnable=False, dtype=torch.float64)
     assert not state.prox_active and not list(state.lam.parameters())
