@@ -1,6 +1,7 @@
 """Shared test configuration."""
 
 import os
+import signal
 import sys
 import textwrap
 
@@ -9,6 +10,11 @@ import torch
 
 # Two cores are shared by the whole suite; one intra-op thread per test keeps timings stable.
 torch.set_num_threads(int(os.environ.get("SPARSEKIT_TEST_THREADS", "1")))
+
+# The Ctrl-C tests send SIGINT to this process and to the processes it starts. A suite started
+# in the background of a non-interactive shell inherits SIGINT ignored (and passes that on to
+# every child), so the tests would see runs that cannot be interrupted: deliver it as Python does.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -49,22 +49,28 @@ DIAGNOSTICS = ("lam_grad", "group_norm_quantiles", "outer_threshold")
 
 
 def in_metric(rule: str) -> bool:
-    """Whether the rule's proxes work in the outer Adam's metric D (ProxSSI's λ scale)."""
+    """Whether the rule's proxes work in the outer optimiser's metric D where it has one
+    (ProxSSI's λ scale under Adam); a weight without a D gets the plain prox."""
     return rule in ("preconditioned", "tolerance")
 
 
 def check_outer_optimizer(rule: str, kind: OptimizerKind, learner_name: str) -> None:
     """Reject an outer optimiser kind that does not fit the λ update rule.
 
+    ``tolerance`` takes both proxes in the outer optimiser's metric when it has one (Adam's) and
+    plain proxes otherwise; its λ is moved by a multiplicative controller on either scale.
+
     Raises:
-        ConfigError: ``preconditioned`` or ``tolerance`` with a kind that has no metric to take
-            D from, or a kind that takes the prox in its own metric under the plain-prox rules,
-            whose λ is on the plain prox's scale.
+        ConfigError: ``preconditioned`` with a kind that has no metric to take D from, or a kind
+            that takes the prox in its own metric under the plain-prox rules, whose λ is on the
+            plain prox's scale.
     """
-    if in_metric(rule):
+    if rule == "tolerance":
+        return
+    if rule == "preconditioned":
         if not kind.has_metric:
             raise ConfigError(
-                f"learner {learner_name!r}: lam_update {rule!r} takes its metric "
+                f"learner {learner_name!r}: lam_update 'preconditioned' takes its metric "
                 f"D = √v̂ + ε from an Adam outer optimizer, and {kind.name!r} has none"
             )
     elif kind.prox_in_metric:

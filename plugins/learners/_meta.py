@@ -121,8 +121,8 @@ class MetaConfig(ComponentConfig):
             each layer's λ in units of its RMS weight (scale-free). ``"tolerance"``: λ is not
             differentiated; it is the multiplier of the constraint "every task's primary metric
             after adaptation within ``lam_tolerance`` of its best", moved by multiplicative dual
-            ascent (:mod:`sparsekit_plugins.learners._tolerance`), with both proxes in Adam's metric
-            as under ``preconditioned``.
+            ascent (:mod:`sparsekit_plugins.learners._tolerance`), with both proxes in the outer
+            optimiser's metric where it has one, as under ``preconditioned``.
         lam_holdout: the fraction of the training split held out for λ's meta-gradient (0: none).
             ρ is then differentiated through the adapted clone's loss on a held-out batch, which
             Θ_meta never trains on; Θ_meta keeps the query gradient. Needs a learned λ.

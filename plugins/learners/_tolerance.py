@@ -22,8 +22,9 @@ meta-gradient is taken from are read: no validation or test example. Metrics, no
 constrained because a loss need not be positive (the depth loss is a sum of logarithms), so a
 relative tolerance on it has no meaning.
 
-Both proxes are taken in the outer Adam's metric D, as under ``preconditioned``, so λ is on the
-proxssi scale of the fixed-λ frontier (docs/penalties.md).
+Both proxes are taken in the outer optimiser's metric D where it has one, as under
+``preconditioned``: under Adam λ is on the proxssi scale of the fixed-λ frontier
+(docs/penalties.md); under SGD the proxes are the plain ones.
 
 References:
     Platt & Barr 1987, "Constrained Differential Optimization" (the multiplier moves with the

@@ -137,9 +137,11 @@ def test_meta_step_multiplies_lambda_by_the_factor_of_the_query_metrics():
     assert trainer.control is not None and trainer.control.steps == 4
 
 
-def test_tolerance_needs_an_adam_outer_optimizer_and_no_holdout():
-    with pytest.raises(ConfigError, match="Adam outer optimizer"):
-        trainer_for("tolerance", [episode_batch()], SGD)
+def test_tolerance_takes_plain_proxes_under_sgd_and_refuses_a_holdout():
+    """Without a metric in the outer optimiser the proxes are the plain ones (no D)."""
+    trainer = trainer_for("tolerance", [episode_batch()], SGD, steps=2, lam_window=1)
+    trainer.meta_step()
+    assert trainer.state.precond == {}
     with pytest.raises(ConfigError, match="lam_holdout: 0"):
         trainer_for("tolerance", [episode_batch()], {"name": "adam_prox"}, lam_holdout=0.2)
 
