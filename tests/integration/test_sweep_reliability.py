@@ -15,21 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_sweep import BASE  # the same tiny run
 
 from sparsekit import ConfigError
 from sparsekit.cli import main
 from sparsekit.interfaces import Executor, TaskOutcome
 from sparsekit.sweep import ResultStore, RunSpec, Sweep, SweepInterrupted
 from sparsekit.sweep.claims import Owner, pid_alive
-
-BASE = {
-    "dataset": {"name": "shapes", "n_train": 16, "n_val": 8, "n_test": 8, "image_size": 16},
-    "tasks": ["segmentation", "edges"],
-    "steps": 4,
-    "batch_size": 8,
-    "eval_every": 2,
-    "device": "cpu",
-}
 
 
 class InlineExecutor(Executor):
